@@ -1,0 +1,36 @@
+# Two commands set everything up on a fresh clone:
+#   make run   - create .venv, install opengemma, run the embedded default model on a prompt
+#   make test  - create/update .venv with the dev extras, run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
+PROMPT ?= The three primary colors are
+
+.PHONY: run test install install-dev lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(PY) pyproject.toml constraints.txt
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml constraints.txt
+	$(PIP) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(VENV)/bin/opengemma run "$(PROMPT)" --max-tokens 48
+
+test: install-dev
+	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+lint: install-dev
+	$(VENV)/bin/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV)

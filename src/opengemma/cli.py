@@ -1,0 +1,56 @@
+"""The `opengemma` command.
+
+Each verb lives in its own module and is imported only when it runs, so `opengemma scrub`
+never pays for importing torch and `opengemma run` never imports the data pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> (module, attribute holding a typer.Typer app, one-line help)
+VERBS: dict[str, tuple[str, str, str]] = {
+    "run": ("opengemma.commands.run", "app", "Complete a prompt, streaming the continuation."),
+    "chat": ("opengemma.commands.chat", "app", "Multi-turn chat with the Gemma turn template."),
+    "info": ("opengemma.commands.info", "app", "Show a model's config and tensor inventory."),
+    "scrub": ("opengemma.data.cli", "app", "Scrub personal data and secrets from corpora."),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: opengemma VERB [OPTIONS] ...", "", "verbs:"]
+    width = max(len(v) for v in VERBS)
+    for verb, (_, _, help_) in VERBS.items():
+        lines.append(f"  {verb.ljust(width)}  {help_}")
+    lines.append("")
+    lines.append("Run `opengemma VERB --help` for a verb's options.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from opengemma import __version__
+
+        print(f"opengemma {__version__}")
+        return 0
+    verb = argv[0]
+    if verb not in VERBS:
+        print(f"opengemma: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, attr, _ = VERBS[verb]
+    app = getattr(importlib.import_module(module_name), attr)
+    try:
+        app(args=argv[1:], prog_name=f"opengemma {verb}", standalone_mode=True)
+    except SystemExit as exc:  # typer/click exit with the command's status
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
