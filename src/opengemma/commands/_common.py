@@ -1,0 +1,73 @@
+"""Shared CLI plumbing: error reporting, model options, diagnostics on stderr."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from opengemma.errors import OpenGemmaError
+
+MODEL_HELP = "A .gguf file or a Hugging Face model directory; default: the embedded Gemma 3 270M."
+DTYPE_HELP = "Compute dtype: float32 (exact), bfloat16 (half the memory) or float16."
+
+
+def eprint(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def cli_errors(fn: Callable) -> Callable:
+    """Turn our errors into a one-line message on stderr and exit status 1 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OpenGemmaError as exc:
+            eprint(f"opengemma: error: {exc}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            eprint("\nopengemma: interrupted")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            raise typer.Exit(0) from None
+
+    return wrapper
+
+
+def load_model(model: str | None, dtype: str, quiet: bool):
+    from opengemma.api import DEFAULT_MODEL_NAME, load
+
+    start = time.perf_counter()
+    lm = load(model, dtype=dtype)
+    if not quiet:
+        name = DEFAULT_MODEL_NAME if model is None else str(model)
+        eprint(f"loaded {name} in {time.perf_counter() - start:.1f}s ({lm.config.family}, {dtype})")
+    return lm
+
+
+def sampling_kwargs(temperature: float, top_k: int, top_p: float, min_p: float,
+                    repetition_penalty: float, seed: int | None) -> dict[str, Any]:  # fmt: skip
+    return dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                repetition_penalty=repetition_penalty, seed=seed)  # fmt: skip
+
+
+def stream_to_stdout(chunks, quiet: bool) -> str:
+    """Print chunks as they come; report speed on stderr. Returns the finish reason."""
+    start = time.perf_counter()
+    n, reason = 0, None
+    for chunk in chunks:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+        n += 1
+        reason = chunk.finish_reason
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if not quiet and n:
+        elapsed = time.perf_counter() - start
+        eprint(f"[{n} tokens in {elapsed:.2f}s, {n / elapsed:.1f} tok/s, finish: {reason}]")
+    return reason or ""

@@ -1,0 +1,68 @@
+"""`opengemma chat`: multi-turn chat on the terminal with the Gemma turn template."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from opengemma.commands._common import (
+    DTYPE_HELP, MODEL_HELP, cli_errors, eprint, load_model, sampling_kwargs, stream_to_stdout,
+)  # fmt: skip
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def _read_turn(interactive: bool) -> str | None:
+    try:
+        if interactive:
+            sys.stderr.write("\n> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+    except KeyboardInterrupt:
+        return None
+    return None if line == "" else line.rstrip("\n")
+
+
+@app.command()
+@cli_errors
+def chat(
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    system: str = typer.Option(None, help="System instructions (folded into the first turn)."),
+    max_tokens: int = typer.Option(512, "--max-tokens", "-n", help="Most tokens per reply."),
+    temperature: float = typer.Option(0.7, help="0 = greedy; higher = more random."),
+    top_k: int = typer.Option(64, "--top-k", help="Sample among the k most likely (0 = all)."),
+    top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling mass."),
+    min_p: float = typer.Option(0.0, "--min-p", help="Drop tokens below min_p x the top one."),
+    repetition_penalty: float = typer.Option(1.0, "--repeat-penalty", help="> 1 discourages repeats."),
+    seed: int = typer.Option(None, help="Seed for reproducible sampling."),
+    dtype: str = typer.Option("float32", help=DTYPE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
+) -> None:
+    """Chat with a Gemma model. One line per user turn; /reset starts over, /exit or EOF ends."""
+    lm = load_model(model, dtype, quiet)
+    kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+    interactive = sys.stdin.isatty()
+    if interactive and not quiet:
+        eprint("Type a message; /reset clears the conversation, /exit or Ctrl-D quits.")
+    messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    while (line := _read_turn(interactive)) is not None:
+        if line.strip() in ("/exit", "/quit"):
+            break
+        if line.strip() == "/reset":
+            messages = messages[:1] if system else []
+            eprint("[conversation cleared]")
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        reply: list[str] = []
+        stream_to_stdout(_collect(lm.chat_stream(messages, max_tokens, **kwargs), reply), quiet)
+        messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _collect(chunks, sink: list[str]):
+    """Pass chunks through while keeping their text in `sink`."""
+    for chunk in chunks:
+        sink.append(str(chunk))
+        yield chunk

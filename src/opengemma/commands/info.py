@@ -1,0 +1,70 @@
+"""`opengemma info MODEL`: config, tensor inventory by type, and size."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from opengemma.commands._common import MODEL_HELP, cli_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+@app.command()
+@cli_errors
+def info(
+    model: str = typer.Argument(None, help=MODEL_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    tensors: bool = typer.Option(False, "--tensors", help="List every tensor."),
+) -> None:
+    """Show MODEL's configuration, tensor types and size without building the model."""
+    from opengemma.api import default_model_path
+    from opengemma.checkpoint import load_checkpoint
+
+    import torch
+
+    path = default_model_path() if model is None else model
+    ckpt = load_checkpoint(path, torch.float32)
+    cfg = ckpt.config
+    params = sum(t.numel() for t in ckpt.tensors.values())
+    summary = {
+        "path": str(ckpt.path),
+        "format": ckpt.format,
+        "parameters": params,
+        "tensor_bytes": ckpt.info.get("tensor_bytes"),
+        "tensor_types": dict(ckpt.info.get("tensor_types", {})),
+        "config": cfg.to_dict(),
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{ckpt.path.name}[/]  ({ckpt.format}, {cfg.family})")
+    console.print(f"parameters: {params / 1e6:.1f} M   stored: {_size(summary['tensor_bytes'] or 0)}")
+    table = Table("field", "value", box=None)
+    for key, value in cfg.to_dict().items():
+        if key == "layer_types":
+            value = "".join("S" if k == "sliding" else "G" for k in value) + "  (S=sliding, G=global)"
+        table.add_row(key, str(value))
+    console.print(table)
+    types = Table("tensor type", "count", box=None)
+    for name, count in sorted(summary["tensor_types"].items()):
+        types.add_row(name, str(count))
+    console.print(types)
+    if tensors and "tensors" in ckpt.info:
+        listing = Table("tensor", "type", "shape", "bytes", box=None)
+        for name, kind, shape, nbytes in ckpt.info["tensors"]:
+            listing.add_row(name, kind, "x".join(map(str, shape)), _size(nbytes))
+        console.print(listing)
