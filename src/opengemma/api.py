@@ -62,7 +62,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device
 
 
 def build_tokenizer(ckpt: Checkpoint):
-    from opengemma.tokenizer import Tokenizer, build_model_proto
+    from opengemma.tokenizer import Tokenizer
 
     src = ckpt.tokenizer_source
     if src is None:
@@ -72,7 +72,7 @@ def build_tokenizer(ckpt: Checkpoint):
         )
     if isinstance(src, (str, Path)):
         return Tokenizer.from_file(src)
-    return Tokenizer(build_model_proto(src.metadata))
+    return Tokenizer.from_gguf(src)
 
 
 class LM:
@@ -108,8 +108,13 @@ class LM:
             return self.tokenizer.encode(prompt)
         return list(prompt)
 
-    def stream_ids(self, prompt_ids: Sequence[int], max_tokens: int = 256,
-                   stop: Sequence[str] | str | None = None, **sampling: Any) -> Iterator[GenerationChunk]:  # fmt: skip
+    def stream_ids(
+        self,
+        prompt_ids: Sequence[int],
+        max_tokens: int = 256,
+        stop: Sequence[str] | str | None = None,
+        **sampling: Any,
+    ) -> Iterator[GenerationChunk]:
         """Stream a continuation of token ids; `sampling` are SamplingParams fields."""
         params = SamplingParams(**sampling)
         sampler = Sampler(params, prompt_len=len(prompt_ids))
@@ -131,7 +136,9 @@ class LM:
         """Stream the model's next turn for an OpenAI-style list of messages."""
         return self.stream_ids(chat_prompt_ids(self.tokenizer, messages), max_tokens, **kwargs)
 
-    def chat(self, messages: Sequence[Mapping[str, Any]], max_tokens: int = 256, **kwargs: Any) -> str:
+    def chat(
+        self, messages: Sequence[Mapping[str, Any]], max_tokens: int = 256, **kwargs: Any
+    ) -> str:
         return "".join(self.chat_stream(messages, max_tokens, **kwargs))
 
 

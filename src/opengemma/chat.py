@@ -24,7 +24,9 @@ def _content_text(content: Any) -> str:
         parts = []
         for part in content:
             if not isinstance(part, Mapping) or part.get("type") != "text":
-                raise InvalidRequestError("only text content parts are supported by Gemma text models")
+                raise InvalidRequestError(
+                    "only text content parts are supported by Gemma text models"
+                )
             parts.append(str(part.get("text", "")))
         return "".join(parts)
     raise InvalidRequestError("message content must be a string or a list of text parts")
@@ -79,7 +81,9 @@ def chat_prompt_ids(
     return ids
 
 
-def chat_prompt_text(messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
+def chat_prompt_text(
+    messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+) -> str:
     """The same prompt as text (for display and for comparison with other tools)."""
     out = ["<bos>"]
     for role, text in normalize(messages):

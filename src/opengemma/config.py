@@ -130,7 +130,7 @@ def _gemma2(hidden: int, inter: int, layers: int, heads: int, kv: int, hd: int, 
 
 
 def _gemma3(hidden: int, inter: int, layers: int, heads: int, kv: int, hd: int, qpas: float,
-            window: int, scaling: float, ctx: int, vocab: int = 262_208) -> GemmaConfig:  # fmt: skip
+            window: int, scaling: float, ctx: int, vocab: int = 262_208):  # fmt: skip
     return GemmaConfig(
         family="gemma3", vocab_size=vocab, hidden_size=hidden,
         intermediate_size=inter, num_layers=layers, num_heads=heads, num_kv_heads=kv,

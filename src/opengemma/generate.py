@@ -7,6 +7,7 @@ step then feeds one token. No I/O happens here: the CLI and the server print wha
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+
 import torch
 
 from opengemma.errors import InvalidRequestError
@@ -51,7 +52,9 @@ def check_lengths(model: GemmaModel, prompt_len: int, max_tokens: int) -> int:
 
 
 @torch.inference_mode()
-def prefill(model: GemmaModel, ids: Sequence[int], cache, chunk: int = PREFILL_CHUNK) -> torch.Tensor:
+def prefill(
+    model: GemmaModel, ids: Sequence[int], cache, chunk: int = PREFILL_CHUNK
+) -> torch.Tensor:
     """Run `ids` into `cache`; returns float32 logits (vocab,) for the last position."""
     device = model.embed_tokens.weight.device
     ids_t = torch.tensor([list(ids)], dtype=torch.long, device=device)

@@ -16,9 +16,7 @@ from opengemma.config import GemmaConfig
 from opengemma.errors import InvalidRequestError
 
 
-def attention_mask(
-    q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None
-) -> torch.Tensor:
+def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
     """Boolean (T, S) mask: True where query at q_pos[t] may attend to the key at k_pos[s].
 
     Causal, empty slots (-1) excluded, and for a sliding layer only the last `window`
@@ -107,7 +105,9 @@ class KVCache:
         for kind in config.layer_types:
             args = (batch, config.num_kv_heads)
             if kind == "sliding" and config.sliding_window < max_len:
-                cache = SlidingLayerCache(*args, config.sliding_window, config.head_dim, dtype, device)
+                cache = SlidingLayerCache(
+                    *args, config.sliding_window, config.head_dim, dtype, device
+                )
             else:
                 cache = FullLayerCache(*args, max_len, config.head_dim, dtype, device)
             self.layers.append(cache)

@@ -179,4 +179,6 @@ class GemmaModel(nn.Module):
         return softcap(logits, cfg.final_logit_softcap)
 
     def new_cache(self, max_len: int, batch: int = 1) -> KVCache:
-        return KVCache(self.config, max_len, batch, dtype=self.dtype, device=self.embed_tokens.weight.device)
+        return KVCache(
+            self.config, max_len, batch, dtype=self.dtype, device=self.embed_tokens.weight.device
+        )

@@ -63,7 +63,9 @@ def repetition_penalty(penalty: float) -> LogitsProcessor:
     return process
 
 
-def presence_frequency_penalty(presence: float, frequency: float, prompt_len: int) -> LogitsProcessor:
+def presence_frequency_penalty(
+    presence: float, frequency: float, prompt_len: int
+) -> LogitsProcessor:
     """OpenAI semantics: penalise tokens by their count in the generated part only."""
 
     def process(tokens: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -117,7 +119,9 @@ def build_processors(params: SamplingParams, prompt_len: int = 0) -> list[Logits
         procs.append(repetition_penalty(params.repetition_penalty))
     if params.presence_penalty or params.frequency_penalty:
         procs.append(
-            presence_frequency_penalty(params.presence_penalty, params.frequency_penalty, prompt_len)
+            presence_frequency_penalty(
+                params.presence_penalty, params.frequency_penalty, prompt_len
+            )
         )
     if params.greedy:
         return procs
@@ -135,7 +139,9 @@ def build_processors(params: SamplingParams, prompt_len: int = 0) -> list[Logits
 class Sampler:
     """Chooses the next token from processed logits; owns the seeded random generator."""
 
-    def __init__(self, params: SamplingParams, extra: Sequence[LogitsProcessor] = (), prompt_len: int = 0):
+    def __init__(
+        self, params: SamplingParams, extra: Sequence[LogitsProcessor] = (), prompt_len: int = 0
+    ):
         self.params = params
         # extra processors (e.g. a watermark) see the logits after penalties and truncation
         self.processors = build_processors(params, prompt_len) + list(extra)

@@ -71,7 +71,9 @@ def check_coverage(
             f"It holds tensors like {describe(tensors.keys(), 3)}"
         )
     if extra:
-        raise ModelLoadError(f"{source} has tensors this Gemma config does not use: {describe(extra)}")
+        raise ModelLoadError(
+            f"{source} has tensors this Gemma config does not use: {describe(extra)}"
+        )
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != tuple(shape):
             raise ModelLoadError(

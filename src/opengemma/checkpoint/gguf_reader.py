@@ -20,13 +20,12 @@ import numpy as np
 
 from opengemma.errors import ModelLoadError
 
-_SCALARS = {  # GGUF value type -> struct format
-    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
-    12: "<d",
+_SCALARS = {  # GGUF value type -> struct format (without byte order)
+    0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d",
 }  # fmt: skip
 _STRING, _ARRAY = 8, 9
-_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1",
-          10: "<u8", 11: "<i8", 12: "<f8"}  # fmt: skip
+_NUMPY = {0: "u1", 1: "i1", 2: "u2", 3: "i2", 4: "u4", 5: "i4", 6: "f4", 7: "u1",
+          10: "u8", 11: "i8", 12: "f8"}  # fmt: skip
 MAX_KV = 1 << 20  # far above any real model (a few dozen keys)
 MAX_TENSORS = 1 << 20
 MAX_DIMS = 4
@@ -59,6 +58,7 @@ class GGUFFile:
             raise ModelLoadError(f"cannot read {self.path}: {exc}") from None
         self._buf = memoryview(self._map)
         self._pos = 0
+        self.byteorder = "<"  # ">" for the rare big-endian files (metadata only)
         self.metadata: dict[str, Any] = {}
         self.tensors: dict[str, TensorInfo] = {}
         self._parse()
@@ -74,11 +74,12 @@ class GGUFFile:
         self._pos += n
         return view
 
-    def _scalar(self, fmt: str) -> Any:
+    def _scalar(self, code: str) -> Any:
+        fmt = self.byteorder + code
         return struct.unpack(fmt, self._take(struct.calcsize(fmt)))[0]
 
     def _string(self) -> str:
-        n = self._scalar("<Q")
+        n = self._scalar("Q")
         try:
             return str(self._take(n), "utf-8")
         except UnicodeDecodeError:
@@ -90,16 +91,16 @@ class GGUFFile:
         if vtype == _STRING:
             return self._string()
         if vtype == _ARRAY and depth == 0:
-            etype, count = self._scalar("<I"), self._scalar("<Q")
+            etype, count = self._scalar("I"), self._scalar("Q")
             return self._array(etype, count)
         raise self._fail(f"unknown value type {vtype}")
 
     def _array(self, etype: int, count: int) -> Any:
         if etype in _NUMPY:
-            size = np.dtype(_NUMPY[etype]).itemsize
-            if count > (len(self._buf) - self._pos) // size:
+            dtype = np.dtype(self.byteorder + _NUMPY[etype])
+            if count > (len(self._buf) - self._pos) // dtype.itemsize:
                 raise self._fail(f"an array of {count} items runs past the end of the file")
-            arr = np.frombuffer(self._take(count * size), dtype=_NUMPY[etype])
+            arr = np.frombuffer(self._take(count * dtype.itemsize), dtype=dtype)
             return arr.astype(bool).tolist() if etype == 7 else arr.tolist()
         if etype == _STRING:
             if count > (len(self._buf) - self._pos) // 8:  # each string needs its 8-byte length
@@ -111,17 +112,20 @@ class GGUFFile:
     def _parse(self) -> None:
         if bytes(self._take(4)) != b"GGUF":
             raise ModelLoadError(f"{self.path} is not a GGUF file (bad magic)")
-        version = self._scalar("<I")
+        version = self._scalar("I")
+        if version & 0xFFFF == 0 and version:  # written big-endian (GGUF for s390x)
+            self.byteorder = ">"
+            version = int.from_bytes(version.to_bytes(4, "little"), "big")
         if version not in (2, 3):
             raise self._fail(f"unsupported GGUF version {version} (2 and 3 are read)")
-        n_tensors, n_kv = self._scalar("<Q"), self._scalar("<Q")
+        n_tensors, n_kv = self._scalar("Q"), self._scalar("Q")
         if n_kv > MAX_KV or n_tensors > MAX_TENSORS:
             raise self._fail(f"implausible counts: {n_kv} key/values, {n_tensors} tensors")
         for _ in range(n_kv):
             key = self._string()
             if key in self.metadata:
                 raise self._fail(f"duplicate key {key!r}")
-            self.metadata[key] = self._value(self._scalar("<I"))
+            self.metadata[key] = self._value(self._scalar("I"))
         raw = [self._tensor_info() for _ in range(n_tensors)]
         align = self.metadata.get("general.alignment", 32)
         if not isinstance(align, int) or align <= 0 or align & (align - 1):
@@ -131,11 +135,11 @@ class GGUFFile:
 
     def _tensor_info(self) -> tuple[str, tuple[int, ...], int, int]:
         name = self._string()
-        n_dims = self._scalar("<I")
+        n_dims = self._scalar("I")
         if not 1 <= n_dims <= MAX_DIMS:
             raise self._fail(f"tensor {name!r} has {n_dims} dimensions")
-        dims = tuple(self._scalar("<Q") for _ in range(n_dims))
-        qtype, offset = self._scalar("<I"), self._scalar("<Q")
+        dims = tuple(self._scalar("Q") for _ in range(n_dims))
+        qtype, offset = self._scalar("I"), self._scalar("Q")
         return name, dims, qtype, offset
 
     def _place(self, raw, data_start: int, align: int) -> None:
@@ -163,7 +167,7 @@ class GGUFFile:
             spans.append((start, start + nbytes, name))
             self.tensors[name] = TensorInfo(name, tuple(reversed(dims)), qtype, start, nbytes)
         spans.sort()
-        for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
             if start < end:
                 raise self._fail(f"tensors {a!r} and {b!r} overlap")
 
@@ -181,6 +185,8 @@ class GGUFFile:
 
         info = self.tensors[name]
         qtype = gguf.GGMLQuantizationType(info.qtype)
+        if self.byteorder != "<":
+            raise ModelLoadError(f"{self.path} is big-endian; its tensor data cannot be read here")
         try:
             out = dequantize(self.raw(name), qtype)
         except NotImplementedError:

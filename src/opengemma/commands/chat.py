@@ -7,7 +7,13 @@ import sys
 import typer
 
 from opengemma.commands._common import (
-    DTYPE_HELP, MODEL_HELP, cli_errors, eprint, load_model, sampling_kwargs, stream_to_stdout,
+    DTYPE_HELP,
+    MODEL_HELP,
+    cli_errors,
+    eprint,
+    load_model,
+    sampling_kwargs,
+    stream_to_stdout,
 )  # fmt: skip
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -34,7 +40,9 @@ def chat(
     top_k: int = typer.Option(64, "--top-k", help="Sample among the k most likely (0 = all)."),
     top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling mass."),
     min_p: float = typer.Option(0.0, "--min-p", help="Drop tokens below min_p x the top one."),
-    repetition_penalty: float = typer.Option(1.0, "--repeat-penalty", help="> 1 discourages repeats."),
+    repetition_penalty: float = typer.Option(
+        1.0, "--repeat-penalty", help="> 1 discourages repeats."
+    ),
     seed: int = typer.Option(None, help="Seed for reproducible sampling."),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),

@@ -27,10 +27,10 @@ def info(
     tensors: bool = typer.Option(False, "--tensors", help="List every tensor."),
 ) -> None:
     """Show MODEL's configuration, tensor types and size without building the model."""
+    import torch
+
     from opengemma.api import default_model_path
     from opengemma.checkpoint import load_checkpoint
-
-    import torch
 
     path = default_model_path() if model is None else model
     ckpt = load_checkpoint(path, torch.float32)
@@ -52,11 +52,15 @@ def info(
 
     console = Console()
     console.print(f"[bold]{ckpt.path.name}[/]  ({ckpt.format}, {cfg.family})")
-    console.print(f"parameters: {params / 1e6:.1f} M   stored: {_size(summary['tensor_bytes'] or 0)}")
+    console.print(
+        f"parameters: {params / 1e6:.1f} M   stored: {_size(summary['tensor_bytes'] or 0)}"
+    )
     table = Table("field", "value", box=None)
     for key, value in cfg.to_dict().items():
         if key == "layer_types":
-            value = "".join("S" if k == "sliding" else "G" for k in value) + "  (S=sliding, G=global)"
+            value = (
+                "".join("S" if k == "sliding" else "G" for k in value) + "  (S=sliding, G=global)"
+            )
         table.add_row(key, str(value))
     console.print(table)
     types = Table("tensor type", "count", box=None)

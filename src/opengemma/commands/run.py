@@ -5,7 +5,12 @@ from __future__ import annotations
 import typer
 
 from opengemma.commands._common import (
-    DTYPE_HELP, MODEL_HELP, cli_errors, load_model, sampling_kwargs, stream_to_stdout,
+    DTYPE_HELP,
+    MODEL_HELP,
+    cli_errors,
+    load_model,
+    sampling_kwargs,
+    stream_to_stdout,
 )  # fmt: skip
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -21,9 +26,11 @@ def run(
     top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely (0 = all)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
     min_p: float = typer.Option(0.0, "--min-p", help="Drop tokens below min_p x the top one."),
-    repetition_penalty: float = typer.Option(1.0, "--repeat-penalty", help="> 1 discourages repeats."),
+    repetition_penalty: float = typer.Option(
+        1.0, "--repeat-penalty", help="> 1 discourages repeats."
+    ),
     seed: int = typer.Option(None, help="Seed for reproducible sampling."),
-    stop: list[str] = typer.Option(None, "--stop", help="Stop at this string (repeatable)."),
+    stop: list[str] = typer.Option(None, "--stop", help="Stop at this string (repeatable)."),  # noqa: B008
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the chat template."),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
@@ -36,7 +43,9 @@ def run(
     lm = load_model(model, dtype, quiet)
     kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
     if chat:
-        chunks = lm.chat_stream([{"role": "user", "content": prompt}], max_tokens, stop=stop, **kwargs)
+        chunks = lm.chat_stream(
+            [{"role": "user", "content": prompt}], max_tokens, stop=stop, **kwargs
+        )
     else:
         chunks = lm.stream(prompt, max_tokens, stop=stop, **kwargs)
     stream_to_stdout(chunks, quiet)
