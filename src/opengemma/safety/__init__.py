@@ -1,0 +1,1 @@
+"""Safety tooling: personal-data detectors (`pii`), and later classifiers and watermarking."""
