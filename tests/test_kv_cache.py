@@ -70,3 +70,20 @@ def test_embedded_model_decode_past_window(lm):
         for t in range(530, 540):
             step = model(ids[:, t : t + 1], cache, last_only=True)[0, -1]
             torch.testing.assert_close(step, full[t], atol=2e-3, rtol=0)
+
+
+def test_batched_decode_matches_single_sequences(tiny):
+    """Rows at different positions (one past the window) decode as they would alone."""
+    lengths = [3, 11, 17]
+    seqs = [random_ids(n + 6, seed=n)[0] for n in lengths]
+    with torch.no_grad():
+        caches = [tiny.new_cache(32) for _ in seqs]
+        for s, c, n in zip(seqs, caches, lengths, strict=True):
+            prefill(tiny, s[:n].tolist(), c)
+        for step in range(6):
+            tokens = torch.stack([s[n + step] for s, n in zip(seqs, lengths, strict=True)])
+            batched = tiny(tokens[:, None], caches, last_only=True)[:, -1]
+            for b, (s, n) in enumerate(zip(seqs, lengths, strict=True)):
+                alone = tiny(s[None, : n + step + 1])[0, -1]
+                torch.testing.assert_close(batched[b], alone, atol=1e-4, rtol=0)
+        assert [c.length for c in caches] == [n + 6 for n in lengths]

@@ -80,13 +80,20 @@ class Attention(nn.Module):
         q = apply_rope(q.transpose(1, 2), cos, sin)  # (B, H, T, D)
         k = apply_rope(k.transpose(1, 2), cos, sin)  # (B, KV, T, D)
         v = v.transpose(1, 2)  # (B, KV, T, D)
+        if isinstance(layer_cache, list):  # batched decode: one cache and position per row
+            rows = [self._cached(q[b : b + 1], k[b : b + 1], v[b : b + 1], pos[b : b + 1], c)
+                    for b, c in enumerate(layer_cache)]  # fmt: skip
+            out = torch.cat(rows, dim=0)
+        else:
+            out = self._cached(q, k, v, pos, layer_cache)  # (B, H, T, D)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+    def _cached(self, q, k, v, pos, layer_cache) -> torch.Tensor:
         if layer_cache is not None:
             k, v, k_pos = layer_cache.update(k, v, pos)  # (B, KV, S, D), (S,)
         else:
             k_pos = pos
-        mask = attention_mask(pos, k_pos, self.window)  # (T, S)
-        out = self._attend(q, k, v, mask)  # (B, H, T, D)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return self._attend(q, k, v, attention_mask(pos, k_pos, self.window))
 
     def _attend(self, q, k, v, mask) -> torch.Tensor:
         # Group the query heads that share a key head: (B, KV, G*T, D) against (B, KV, S, D),
@@ -150,28 +157,42 @@ class GemmaModel(nn.Module):
     def forward(
         self,
         ids: torch.Tensor,
-        cache: KVCache | None = None,
+        cache: KVCache | list[KVCache] | None = None,
         last_only: bool = False,
     ) -> torch.Tensor:
         """ids (B, T) -> float32 logits (B, T, vocab), or (B, 1, vocab) with `last_only`.
 
         With a cache, the tokens continue the cached sequence and the cache advances by T.
+        With a list of B caches (batched decode, T == 1), row b continues its own sequence at
+        its own position: the weights are read once for all rows.
         """
         cfg = self.config
-        T = ids.shape[1]
+        B, T = ids.shape
         device = ids.device
-        pos = cache.positions(T, device) if cache is not None else torch.arange(T, device=device)
+        if isinstance(cache, list):
+            if T != 1 or len(cache) != B:
+                raise ValueError("batched decode takes one token per row and one cache per row")
+            pos = torch.cat([c.positions(1, device) for c in cache])  # (B,)
+        elif cache is not None:
+            pos = cache.positions(T, device)
+        else:
+            pos = torch.arange(T, device=device)
         x = self.embed_tokens(ids)
         x = x * torch.tensor(math.sqrt(cfg.hidden_size), dtype=x.dtype)  # (B, T, d)
         ropes = {
             "global": rope_tables(pos, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, x.dtype),
             "sliding": rope_tables(pos, cfg.head_dim, cfg.rope_local_theta, 1.0, x.dtype),
         }
+        if isinstance(cache, list):  # (B, D) -> (B, 1, 1, D): one position per row
+            ropes = {k: (c[:, None, None], s[:, None, None]) for k, (c, s) in ropes.items()}
         for i, layer in enumerate(self.layers):
-            layer_cache = cache.layers[i] if cache is not None else None
+            if isinstance(cache, list):
+                layer_cache = [c.layers[i] for c in cache]
+            else:
+                layer_cache = cache.layers[i] if cache is not None else None
             x = layer(x, ropes[layer.kind], pos, layer_cache)
-        if cache is not None:
-            cache.advance(T)
+        for c in cache if isinstance(cache, list) else [cache] if cache is not None else []:
+            c.advance(1 if isinstance(cache, list) else T)
         if last_only:
             x = x[:, -1:]
         x = self.norm(x)
