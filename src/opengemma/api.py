@@ -143,11 +143,19 @@ class LM:
 
 
 def load(model: str | Path | None = None, dtype: str | torch.dtype = "float32",
-         device: str | torch.device = "cpu") -> LM:  # fmt: skip
-    """Load a Gemma model: a .gguf file, a Hugging Face directory, or None for the default."""
+         device: str | torch.device = "cpu", threads: int | str | None = None) -> LM:  # fmt: skip
+    """Load a Gemma model: a .gguf file, a Hugging Face directory, or None for the default.
+
+    `threads`: CPU threads for torch (an int, or "auto" to time both choices on this machine;
+    default: $OPENGEMMA_THREADS, else "auto").
+    """
     path = default_model_path() if model is None else Path(model)
     torch_dtype = resolve_dtype(dtype)
     ckpt = load_checkpoint(path, torch_dtype)
     tokenizer = build_tokenizer(ckpt)
     net = build_model(ckpt, torch_dtype, device)
+    if torch.device(device).type == "cpu":
+        from opengemma.runtime import configure_threads
+
+        configure_threads(net, threads)
     return LM(ckpt.config, tokenizer, net, ckpt.path, ckpt.format, ckpt.info)

@@ -13,6 +13,7 @@ import typer
 from opengemma.errors import OpenGemmaError
 
 MODEL_HELP = "A .gguf file or a Hugging Face model directory; default: the embedded Gemma 3 270M."
+THREADS_HELP = "CPU threads: a number, or auto (time 1 vs all on this machine; the default)."
 DTYPE_HELP = "Compute dtype: float32 (exact), bfloat16 (half the memory) or float16."
 
 
@@ -39,14 +40,20 @@ def cli_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def load_model(model: str | None, dtype: str, quiet: bool):
+def load_model(model: str | None, dtype: str, quiet: bool, threads: str | None = None):
+    import torch
+
     from opengemma.api import DEFAULT_MODEL_NAME, load
 
     start = time.perf_counter()
-    lm = load(model, dtype=dtype)
+    lm = load(model, dtype=dtype, threads=threads)
     if not quiet:
         name = DEFAULT_MODEL_NAME if model is None else str(model)
-        eprint(f"loaded {name} in {time.perf_counter() - start:.1f}s ({lm.config.family}, {dtype})")
+        took = time.perf_counter() - start
+        eprint(
+            f"loaded {name} in {took:.1f}s ({lm.config.family}, {dtype}, "
+            f"{torch.get_num_threads()} thread(s))"
+        )
     return lm
 
 

@@ -9,6 +9,7 @@ import typer
 from opengemma.commands._common import (
     DTYPE_HELP,
     MODEL_HELP,
+    THREADS_HELP,
     cli_errors,
     eprint,
     load_model,
@@ -45,10 +46,11 @@ def chat(
     ),
     seed: int = typer.Option(None, help="Seed for reproducible sampling."),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
+    threads: str = typer.Option(None, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
 ) -> None:
     """Chat with a Gemma model. One line per user turn; /reset starts over, /exit or EOF ends."""
-    lm = load_model(model, dtype, quiet)
+    lm = load_model(model, dtype, quiet, threads)
     kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
     interactive = sys.stdin.isatty()
     if interactive and not quiet:

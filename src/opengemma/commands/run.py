@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import typer
 
 from opengemma.commands._common import (
     DTYPE_HELP,
     MODEL_HELP,
+    THREADS_HELP,
     cli_errors,
     load_model,
     sampling_kwargs,
@@ -19,7 +23,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 @app.command()
 @cli_errors
 def run(
-    prompt: str = typer.Argument(..., help="Text to continue."),
+    prompt: str = typer.Argument(None, help="Text to continue (or use --file)."),
+    file: str = typer.Option(
+        None, "--file", "-f", help="Read the prompt from a file ('-' = stdin)."
+    ),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     max_tokens: int = typer.Option(128, "--max-tokens", "-n", help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy; higher = more random."),
@@ -33,14 +40,16 @@ def run(
     stop: list[str] = typer.Option(None, "--stop", help="Stop at this string (repeatable)."),  # noqa: B008
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the chat template."),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
+    threads: str = typer.Option(None, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
 ) -> None:
     """Complete PROMPT with a Gemma model, streaming only the continuation to stdout."""
     from opengemma.errors import InvalidRequestError
 
+    prompt = _read_prompt(prompt, file)
     if not prompt.strip():
         raise InvalidRequestError("the prompt is empty; give some text to continue")
-    lm = load_model(model, dtype, quiet)
+    lm = load_model(model, dtype, quiet, threads)
     kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
     if chat:
         chunks = lm.chat_stream(
@@ -49,3 +58,20 @@ def run(
     else:
         chunks = lm.stream(prompt, max_tokens, stop=stop, **kwargs)
     stream_to_stdout(chunks, quiet)
+
+
+def _read_prompt(prompt: str | None, file: str | None) -> str:
+    from opengemma.errors import InvalidRequestError
+
+    if (prompt is None) == (file is None):
+        raise InvalidRequestError(
+            "give the prompt as an argument or with --file (exactly one of the two)"
+        )
+    if file is None:
+        return prompt
+    if file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"cannot read the prompt file {file}: {exc}") from None

@@ -1,0 +1,103 @@
+"""The `opengemma` command, run as a real subprocess: output streams, errors are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+PROMPT = "The three primary colors are"
+
+
+def opengemma(*args: str, stdin: str | None = None, timeout: int = 300):
+    return subprocess.run(
+        [sys.executable, "-m", "opengemma.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(proc, *fragments: str):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("opengemma: error:"), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert proc.stdout == ""
+
+
+@pytest.mark.slow
+def test_run_streams_only_the_continuation(lm):
+    proc = opengemma("run", PROMPT, "--max-tokens", "10")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == lm.generate(PROMPT, max_tokens=10) + "\n"
+    assert "tok/s" in proc.stderr and PROMPT not in proc.stdout
+
+
+@pytest.mark.slow
+def test_run_prompt_longer_than_context(tmp_path):
+    long = tmp_path / "long.txt"
+    long.write_text("hello " * 33_000)
+    assert_one_line_error(opengemma("run", "--file", str(long), "-q"), "context")
+
+
+@pytest.mark.slow
+def test_chat_reads_turns_from_stdin():
+    proc = opengemma("chat", "-q", "--temperature", "0", "--max-tokens", "12", stdin="Hi!\n/exit\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+
+
+def test_missing_model_file(tmp_path):
+    assert_one_line_error(opengemma("run", "hi", "--model", str(tmp_path / "nope.gguf")), "nope")
+
+
+def test_file_that_is_not_a_model(tmp_path):
+    junk = tmp_path / "notes.gguf"
+    junk.write_text("just some text, not weights")
+    assert_one_line_error(opengemma("run", "hi", "--model", str(junk)), "not a model file")
+    assert_one_line_error(opengemma("info", str(junk)), "not a model file")
+
+
+def test_truncated_gguf(tmp_path, embedded_path):
+    cut = tmp_path / "cut.gguf"
+    with open(embedded_path, "rb") as f:
+        cut.write_bytes(f.read(1_000_000))
+    assert_one_line_error(opengemma("info", str(cut)), "not a valid GGUF file")
+
+
+def test_empty_prompt():
+    assert_one_line_error(opengemma("run", "   "), "empty")
+    assert_one_line_error(opengemma("run"), "--file")
+
+
+def test_bad_option_value():
+    proc = opengemma("run", "hi", "--max-tokens", "many")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_info_json(embedded_path):
+    proc = opengemma("info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["format"] == "gguf"
+    assert info["config"]["num_layers"] == 18
+    assert info["tensor_types"]["Q8_0"] > 0 and info["tensor_bytes"] > 200e6
+
+
+def test_info_table():
+    proc = opengemma("info")
+    assert proc.returncode == 0, proc.stderr
+    assert "sliding_window" in proc.stdout and "Q5_0" in proc.stdout
+
+
+def test_usage_and_unknown_verb():
+    assert opengemma("--help").returncode == 0
+    proc = opengemma("frobnicate")
+    assert proc.returncode == 2 and "unknown verb" in proc.stderr
