@@ -34,7 +34,7 @@ def assert_one_line_error(proc, *fragments: str):
 
 @pytest.mark.slow
 def test_run_streams_only_the_continuation(lm):
-    proc = opengemma("run", PROMPT, "--max-tokens", "10")
+    proc = opengemma("run", PROMPT, "--max-tokens", "10", "--dtype", "float32")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == lm.generate(PROMPT, max_tokens=10) + "\n"
     assert "tok/s" in proc.stderr and PROMPT not in proc.stdout

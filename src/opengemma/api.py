@@ -98,7 +98,7 @@ class LM:
         """One full forward over `ids`: float32 logits of shape (len(ids), vocab)."""
         if len(ids) == 0:
             raise InvalidRequestError("ids is empty")
-        device = self.model.embed_tokens.weight.device
+        device = self.model.device
         return self.model(torch.tensor([list(ids)], device=device))[0]
 
     def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
@@ -142,20 +142,44 @@ class LM:
         return "".join(self.chat_stream(messages, max_tokens, **kwargs))
 
 
-def load(model: str | Path | None = None, dtype: str | torch.dtype = "float32",
-         device: str | torch.device = "cpu", threads: int | str | None = None) -> LM:  # fmt: skip
+def load(
+    model: str | Path | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    threads: int | str | None = None,
+    quant: str = "auto",
+) -> LM:
     """Load a Gemma model: a .gguf file, a Hugging Face directory, or None for the default.
 
-    `threads`: CPU threads for torch (an int, or "auto" to time both choices on this machine;
+    dtype: activation/weight dtype; None = float32. quant: "q8" keeps weights as block-quantized
+    int8 in memory (fast CPU decoding), "none" keeps them in `dtype`, "auto" (default) = "q8"
+    for a quantized GGUF unless a dtype was asked for explicitly: `load(dtype="float32")` is the
+    exact float32 reference on the weights as stored.
+    threads: CPU threads for torch (an int, or "auto" to time both choices on this machine;
     default: $OPENGEMMA_THREADS, else "auto").
     """
+    if quant not in ("auto", "q8", "none"):
+        raise InvalidRequestError(f"unknown quant {quant!r}; use auto, q8 or none")
     path = default_model_path() if model is None else Path(model)
-    torch_dtype = resolve_dtype(dtype)
+    torch_dtype = resolve_dtype(dtype or "float32")
     ckpt = load_checkpoint(path, torch_dtype)
     tokenizer = build_tokenizer(ckpt)
     net = build_model(ckpt, torch_dtype, device)
+    if quant == "auto":
+        quantized_source = any(
+            k not in ("F32", "F16", "BF16") for k in ckpt.info.get("tensor_types", {})
+        )
+        quant = "q8" if dtype is None and ckpt.format == "gguf" and quantized_source else "none"
+    if quant == "q8":
+        if torch.device(device).type != "cpu":
+            raise InvalidRequestError("quant='q8' runs on the CPU; use quant='none' on GPUs")
+        from opengemma.quant import quantize_model
+
+        quantize_model(net)
     if torch.device(device).type == "cpu":
         from opengemma.runtime import configure_threads
 
         configure_threads(net, threads)
-    return LM(ckpt.config, tokenizer, net, ckpt.path, ckpt.format, ckpt.info)
+    lm = LM(ckpt.config, tokenizer, net, ckpt.path, ckpt.format, ckpt.info)
+    lm.quant = quant
+    return lm

@@ -56,7 +56,7 @@ def prefill(
     model: GemmaModel, ids: Sequence[int], cache, chunk: int = PREFILL_CHUNK
 ) -> torch.Tensor:
     """Run `ids` into `cache`; returns float32 logits (vocab,) for the last position."""
-    device = model.embed_tokens.weight.device
+    device = model.device
     ids_t = torch.tensor([list(ids)], dtype=torch.long, device=device)
     logits = None
     for start in range(0, ids_t.shape[1], chunk):
@@ -71,7 +71,7 @@ def generate_step(
     """Yield up to `max_tokens` sampled token ids (the caller decides when to stop early)."""
     max_tokens = check_lengths(model, len(prompt_ids), max_tokens)
     cache = model.new_cache(len(prompt_ids) + max_tokens)
-    device = model.embed_tokens.weight.device
+    device = model.device
     tokens = torch.empty(len(prompt_ids) + max_tokens, dtype=torch.long)
     tokens[: len(prompt_ids)] = torch.tensor(list(prompt_ids), dtype=torch.long)
     n = len(prompt_ids)

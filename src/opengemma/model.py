@@ -152,7 +152,17 @@ class GemmaModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.embed_tokens.weight.dtype
+        return self.norm.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.norm.weight.device
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """Float32 logits from final hidden states through the tied embedding."""
+        attend = getattr(self.embed_tokens, "attend", None)  # quantized embeddings bring their own
+        logits = attend(x) if attend is not None else F.linear(x, self.embed_tokens.weight)
+        return softcap(logits.float(), self.config.final_logit_softcap)
 
     def forward(
         self,
@@ -195,11 +205,7 @@ class GemmaModel(nn.Module):
             c.advance(1 if isinstance(cache, list) else T)
         if last_only:
             x = x[:, -1:]
-        x = self.norm(x)
-        logits = F.linear(x, self.embed_tokens.weight).float()
-        return softcap(logits, cfg.final_logit_softcap)
+        return self.output(self.norm(x))
 
     def new_cache(self, max_len: int, batch: int = 1) -> KVCache:
-        return KVCache(
-            self.config, max_len, batch, dtype=self.dtype, device=self.embed_tokens.weight.device
-        )
+        return KVCache(self.config, max_len, batch, dtype=self.dtype, device=self.device)

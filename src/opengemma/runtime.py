@@ -28,7 +28,7 @@ def available_cpus() -> int:
 def _time_steps(model, threads: int, steps: int = 3) -> float:
     torch.set_num_threads(threads)
     cache = model.new_cache(steps + 1)
-    token = torch.tensor([[model.config.bos_token_id]], device=model.embed_tokens.weight.device)
+    token = torch.tensor([[model.config.bos_token_id]], device=model.device)
     times = []
     with torch.inference_mode():
         for _ in range(steps):

@@ -14,7 +14,10 @@ from opengemma.errors import OpenGemmaError
 
 MODEL_HELP = "A .gguf file or a Hugging Face model directory; default: the embedded Gemma 3 270M."
 THREADS_HELP = "CPU threads: a number, or auto (time 1 vs all on this machine; the default)."
-DTYPE_HELP = "Compute dtype: float32 (exact), bfloat16 (half the memory) or float16."
+DTYPE_HELP = "Compute dtype: float32 (the exact reference), bfloat16 or float16."
+QUANT_HELP = (
+    "Weights in memory: q8 (int8 blocks, fast), none (dtype), auto (q8 for quantized GGUFs)."
+)
 
 
 def eprint(*args: Any) -> None:
@@ -40,18 +43,21 @@ def cli_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def load_model(model: str | None, dtype: str, quiet: bool, threads: str | None = None):
+def load_model(
+    model: str | None, dtype: str | None, quiet: bool, threads: str | None = None, quant="auto"
+):
     import torch
 
     from opengemma.api import DEFAULT_MODEL_NAME, load
 
     start = time.perf_counter()
-    lm = load(model, dtype=dtype, threads=threads)
+    lm = load(model, dtype=dtype, threads=threads, quant=quant)
     if not quiet:
         name = DEFAULT_MODEL_NAME if model is None else str(model)
         took = time.perf_counter() - start
         eprint(
-            f"loaded {name} in {took:.1f}s ({lm.config.family}, {dtype}, "
+            f"loaded {name} in {took:.1f}s ({lm.config.family}, {lm.model.dtype}, "
+            f"weights {'int8 blocks' if lm.quant == 'q8' else 'as stored'}, "
             f"{torch.get_num_threads()} thread(s))"
         )
     return lm

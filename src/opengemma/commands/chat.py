@@ -9,6 +9,7 @@ import typer
 from opengemma.commands._common import (
     DTYPE_HELP,
     MODEL_HELP,
+    QUANT_HELP,
     THREADS_HELP,
     cli_errors,
     eprint,
@@ -45,12 +46,13 @@ def chat(
         1.0, "--repeat-penalty", help="> 1 discourages repeats."
     ),
     seed: int = typer.Option(None, help="Seed for reproducible sampling."),
-    dtype: str = typer.Option("float32", help=DTYPE_HELP),
+    dtype: str = typer.Option(None, help=DTYPE_HELP),
+    quant: str = typer.Option("auto", help=QUANT_HELP),
     threads: str = typer.Option(None, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
 ) -> None:
     """Chat with a Gemma model. One line per user turn; /reset starts over, /exit or EOF ends."""
-    lm = load_model(model, dtype, quiet, threads)
+    lm = load_model(model, dtype, quiet, threads, quant)
     kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
     interactive = sys.stdin.isatty()
     if interactive and not quiet:

@@ -10,6 +10,7 @@ import typer
 from opengemma.commands._common import (
     DTYPE_HELP,
     MODEL_HELP,
+    QUANT_HELP,
     THREADS_HELP,
     cli_errors,
     load_model,
@@ -39,7 +40,8 @@ def run(
     seed: int = typer.Option(None, help="Seed for reproducible sampling."),
     stop: list[str] = typer.Option(None, "--stop", help="Stop at this string (repeatable)."),  # noqa: B008
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the chat template."),
-    dtype: str = typer.Option("float32", help=DTYPE_HELP),
+    dtype: str = typer.Option(None, help=DTYPE_HELP),
+    quant: str = typer.Option("auto", help=QUANT_HELP),
     threads: str = typer.Option(None, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
 ) -> None:
@@ -49,7 +51,7 @@ def run(
     prompt = _read_prompt(prompt, file)
     if not prompt.strip():
         raise InvalidRequestError("the prompt is empty; give some text to continue")
-    lm = load_model(model, dtype, quiet, threads)
+    lm = load_model(model, dtype, quiet, threads, quant)
     kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
     if chat:
         chunks = lm.chat_stream(

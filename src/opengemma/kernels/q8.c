@@ -1,0 +1,106 @@
+/* Block-quantized int8 kernels for CPU decoding (compiled on the user's machine with -march=native).
+ *
+ * Weights: int8 [N, K] with one float32 scale per block of 32 along K (value = q * scale).
+ * Activations are quantized the same way, per row and per block of 32, so each block product is
+ * an exact int32 dot product scaled by two floats (the scheme of llama.cpp's Q8_0 x Q8_0).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <immintrin.h>
+
+#define QK 32
+
+/* x: float [rows, K] -> xq: int8 [rows, K], xs: float [rows, K/32]; values in [-127, 127] */
+void q8_quantize(const float *x, int8_t *xq, float *xs, long rows, long K) {
+    long nb = K / QK;
+    for (long r = 0; r < rows; r++) {
+        for (long j = 0; j < nb; j++) {
+            const float *v = x + r * K + j * QK;
+            float amax = 0.0f;
+            for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(v[i]));
+            float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            xs[r * nb + j] = d;
+            for (int i = 0; i < QK; i++) xq[r * K + j * QK + i] = (int8_t)lrintf(v[i] * id);
+        }
+    }
+}
+
+/* w: int8 [N, K], ws: float [N, K/32] -> out: float [N, K] */
+void q8_dequantize(const int8_t *w, const float *ws, float *out, long N, long K, int nthreads) {
+    long nb = K / QK;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (long n = 0; n < N; n++)
+        for (long j = 0; j < nb; j++) {
+            float d = ws[n * nb + j];
+            for (int i = 0; i < QK; i++) out[n * K + j * QK + i] = d * w[n * K + j * QK + i];
+        }
+}
+
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* sum over 32 lanes of |x| * (w * sign(x)) as 8 int32 partial sums */
+static inline __m256i dot32(__m256i w, __m256i x) {
+    __m256i ax = _mm256_sign_epi8(x, x);
+    __m256i sw = _mm256_sign_epi8(w, x);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw);
+#elif defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sw);
+#else
+    __m256i p16 = _mm256_maddubs_epi16(ax, sw);
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+#endif
+}
+
+#define TILE 4
+/* out[b, n] = sum_k x[b, k] * w[n, k] for B activation rows (B small: decoding) */
+void q8_gemv(const int8_t *xq, const float *xs, const int8_t *w, const float *ws, float *out,
+             long B, long N, long K, int nthreads) {
+    long nb = K / QK;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (long n = 0; n < N; n++) {
+        const int8_t *wr = w + n * K;
+        const float *wsr = ws + n * nb;
+        for (long b0 = 0; b0 < B; b0 += TILE) {
+            long bt = B - b0 < TILE ? B - b0 : TILE;
+            __m256 acc[TILE];
+            for (int t = 0; t < TILE; t++) acc[t] = _mm256_setzero_ps();
+            for (long j = 0; j < nb; j++) {
+                __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + j * QK));
+                for (long t = 0; t < bt; t++) {
+                    long b = b0 + t;
+                    __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * K + j * QK));
+                    __m256 d = _mm256_set1_ps(wsr[j] * xs[b * nb + j]);
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(wv, xv)), d, acc[t]);
+                }
+            }
+            for (long t = 0; t < bt; t++) out[(b0 + t) * N + n] = hsum256(acc[t]);
+        }
+    }
+}
+
+/* rows of an int8 embedding table, dequantized: out[i, :] = w[ids[i], :] * scales */
+void q8_gather(const int8_t *w, const float *ws, const int64_t *ids, float *out, long n_ids,
+               long K) {
+    long nb = K / QK;
+    for (long i = 0; i < n_ids; i++) {
+        const int8_t *wr = w + ids[i] * K;
+        const float *wsr = ws + ids[i] * nb;
+        for (long j = 0; j < nb; j++)
+            for (int k = 0; k < QK; k++) out[i * K + j * QK + k] = wsr[j] * wr[j * QK + k];
+    }
+}
+
+/* x: float [B, K] -> out: float [B, N]; activations quantized into caller-provided scratch
+ * (xq: int8 [B, K], xs: float [B, K/32]) in the same call: one foreign call per layer. */
+void q8_linear(const float *x, int8_t *xq, float *xs, const int8_t *w, const float *ws,
+               float *out, long B, long N, long K, int nthreads) {
+    q8_quantize(x, xq, xs, B, K);
+    q8_gemv(xq, xs, w, ws, out, B, N, K, nthreads);
+}
