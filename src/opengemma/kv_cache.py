@@ -37,6 +37,7 @@ class FullLayerCache:
         self.k = torch.zeros(batch, n_kv, max_len, head_dim, dtype=dtype, device=device)
         self.v = torch.zeros_like(self.k)
         self.max_len = max_len
+        self.all_pos = torch.arange(max_len, device=device)
 
     def update(
         self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor
@@ -50,8 +51,7 @@ class FullLayerCache:
         start = int(pos[0])
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
-        k_pos = torch.arange(end, device=pos.device)
-        return self.k[:, :, :end], self.v[:, :, :end], k_pos
+        return self.k[:, :, :end], self.v[:, :, :end], self.all_pos[:end]
 
 
 class SlidingLayerCache:

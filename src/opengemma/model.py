@@ -27,8 +27,11 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
+        # the reduction as the reference implementations write it (F.rms_norm sums in another
+        # order: 1e-3 apart after Gemma 2's large activations)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * (1.0 + self.weight.float())).type_as(x)
+        out = xf * (1.0 + self.weight.float())
+        return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 def _norm_or_identity(present: bool, dim: int, eps: float) -> nn.Module:
@@ -71,7 +74,7 @@ class Attention(nn.Module):
         self.q_norm = _norm_or_identity(cfg.qk_norm, self.head_dim, cfg.rms_norm_eps)
         self.k_norm = _norm_or_identity(cfg.qk_norm, self.head_dim, cfg.rms_norm_eps)
 
-    def forward(self, x, rope, pos, layer_cache=None) -> torch.Tensor:
+    def forward(self, x, rope, pos, layer_cache=None, masks=None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim))
         k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv, self.head_dim))
@@ -81,19 +84,26 @@ class Attention(nn.Module):
         k = apply_rope(k.transpose(1, 2), cos, sin)  # (B, KV, T, D)
         v = v.transpose(1, 2)  # (B, KV, T, D)
         if isinstance(layer_cache, list):  # batched decode: one cache and position per row
-            rows = [self._cached(q[b : b + 1], k[b : b + 1], v[b : b + 1], pos[b : b + 1], c)
-                    for b, c in enumerate(layer_cache)]  # fmt: skip
+            rows = [self._cached(q[b : b + 1], k[b : b + 1], v[b : b + 1], pos[b : b + 1], c,
+                                 masks, b) for b, c in enumerate(layer_cache)]  # fmt: skip
             out = torch.cat(rows, dim=0)
         else:
-            out = self._cached(q, k, v, pos, layer_cache)  # (B, H, T, D)
+            out = self._cached(q, k, v, pos, layer_cache, masks)  # (B, H, T, D)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
-    def _cached(self, q, k, v, pos, layer_cache) -> torch.Tensor:
+    def _cached(self, q, k, v, pos, layer_cache, masks=None, row=None) -> torch.Tensor:
         if layer_cache is not None:
             k, v, k_pos = layer_cache.update(k, v, pos)  # (B, KV, S, D), (S,)
         else:
             k_pos = pos
-        return self._attend(q, k, v, attention_mask(pos, k_pos, self.window))
+        # every layer of one kind sees the same key positions: build its mask once per forward
+        key = (self.window, row, k_pos.shape[0])
+        mask = masks.get(key) if masks is not None else None
+        if mask is None:
+            mask = attention_mask(pos, k_pos, self.window)
+            if masks is not None:
+                masks[key] = mask
+        return self._attend(q, k, v, mask)
 
     def _attend(self, q, k, v, mask) -> torch.Tensor:
         # Group the query heads that share a key head: (B, KV, G*T, D) against (B, KV, S, D),
@@ -133,8 +143,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.post_feedforward_layernorm = _norm_or_identity(sandwich, d, eps)
 
-    def forward(self, x, rope, pos, layer_cache=None) -> torch.Tensor:
-        h = self.self_attn(self.input_layernorm(x), rope, pos, layer_cache)
+    def forward(self, x, rope, pos, layer_cache=None, masks=None) -> torch.Tensor:
+        h = self.self_attn(self.input_layernorm(x), rope, pos, layer_cache, masks)
         x = x + self.post_attention_layernorm(h)
         h = self.mlp(self.pre_feedforward_layernorm(x))
         return x + self.post_feedforward_layernorm(h)
@@ -195,12 +205,13 @@ class GemmaModel(nn.Module):
         }
         if isinstance(cache, list):  # (B, D) -> (B, 1, 1, D): one position per row
             ropes = {k: (c[:, None, None], s[:, None, None]) for k, (c, s) in ropes.items()}
+        masks: dict = {}
         for i, layer in enumerate(self.layers):
             if isinstance(cache, list):
                 layer_cache = [c.layers[i] for c in cache]
             else:
                 layer_cache = cache.layers[i] if cache is not None else None
-            x = layer(x, ropes[layer.kind], pos, layer_cache)
+            x = layer(x, ropes[layer.kind], pos, layer_cache, masks)
         for c in cache if isinstance(cache, list) else [cache] if cache is not None else []:
             c.advance(1 if isinstance(cache, list) else T)
         if last_only:

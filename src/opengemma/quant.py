@@ -59,7 +59,8 @@ def q8_matmul(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.T
     R, K = x.shape
     N = q.shape[0]
     lib = native()
-    x = x.float().contiguous()
+    if x.dtype != torch.float32 or not x.is_contiguous():
+        x = x.float().contiguous()
     if lib is None:
         xq, xs = quantize_q8(x)
         return F.linear(dequantize_q8(xq, xs), dequantize_q8(q, scales))
@@ -103,7 +104,9 @@ class Q8Linear(nn.Module):
             out = q8_matmul(rows, self.qweight, self.scales)
         else:
             out = F.linear(rows.float(), dequantize_q8(self.qweight, self.scales))
-        return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        if out.dtype != x.dtype:
+            out = out.to(x.dtype)
+        return out.view(*x.shape[:-1], self.out_features)
 
 
 class Q8Embedding(nn.Module):
