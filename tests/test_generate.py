@@ -37,6 +37,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert kept(top_p(0.75)(NO_TOKENS, logits)) == [0, 1]
     assert kept(top_p(0.81)(NO_TOKENS, logits)) == [0, 1, 2]
     assert kept(top_p(1.0)(NO_TOKENS, logits)) == [0, 1, 2, 3]
+    assert kept(top_p(5e-324)(NO_TOKENS, logits)) == [0]
 
 
 def test_min_p_is_relative_to_the_top_token():

@@ -148,6 +148,7 @@ def load(
     device: str | torch.device = "cpu",
     threads: int | str | None = None,
     quant: str = "auto",
+    adapter: str | Path | None = None,
 ) -> LM:
     """Load a Gemma model: a .gguf file, a Hugging Face directory, or None for the default.
 
@@ -157,14 +158,23 @@ def load(
     exact float32 reference on the weights as stored.
     threads: CPU threads for torch (an int, or "auto" to time both choices on this machine;
     default: $OPENGEMMA_THREADS, else "auto").
+    adapter: a LoRA adapter directory (PEFT format), merged into the weights before any
+    quantization, so the adapted model runs at the base model's speed.
     """
     if quant not in ("auto", "q8", "none"):
         raise InvalidRequestError(f"unknown quant {quant!r}; use auto, q8 or none")
-    path = default_model_path() if model is None else Path(model)
+    # a path, or a repo id pulled with `opengemma pull` (resolved by load_checkpoint)
+    path = default_model_path() if model is None else model
     torch_dtype = resolve_dtype(dtype or "float32")
     ckpt = load_checkpoint(path, torch_dtype)
     tokenizer = build_tokenizer(ckpt)
     net = build_model(ckpt, torch_dtype, device)
+    if adapter is not None:
+        from opengemma.tune.lora import load_adapter, unload
+
+        load_adapter(net, adapter, merge_weights=True)
+        unload(net, keep_merged=True)
+        net.requires_grad_(False)
     if quant == "auto":
         quantized_source = any(
             k not in ("F32", "F16", "BF16") for k in ckpt.info.get("tensor_types", {})

@@ -98,6 +98,7 @@ def top_p(p: float) -> LogitsProcessor:
         cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
         # drop a token when the tokens before it already reach p (the top token always stays)
         drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= p
+        drop_sorted[0] = False  # even a p below float precision keeps the most likely token
         drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
         return logits.masked_fill(drop, float("-inf"))
 

@@ -15,6 +15,7 @@ from opengemma.errors import OpenGemmaError
 MODEL_HELP = "A .gguf file or a Hugging Face model directory; default: the embedded Gemma 3 270M."
 THREADS_HELP = "CPU threads: a number, or auto (time 1 vs all on this machine; the default)."
 DTYPE_HELP = "Compute dtype: float32 (the exact reference), bfloat16 or float16."
+ADAPTER_HELP = "A LoRA adapter directory (PEFT format, e.g. from opengemma tune) to apply."
 QUANT_HELP = (
     "Weights in memory: q8 (int8 blocks, fast), none (dtype), auto (q8 for quantized GGUFs)."
 )
@@ -44,14 +45,19 @@ def cli_errors(fn: Callable) -> Callable:
 
 
 def load_model(
-    model: str | None, dtype: str | None, quiet: bool, threads: str | None = None, quant="auto"
+    model: str | None,
+    dtype: str | None,
+    quiet: bool,
+    threads: str | None = None,
+    quant: str = "auto",
+    adapter: str | None = None,
 ):
     import torch
 
     from opengemma.api import DEFAULT_MODEL_NAME, load
 
     start = time.perf_counter()
-    lm = load(model, dtype=dtype, threads=threads, quant=quant)
+    lm = load(model, dtype=dtype, threads=threads, quant=quant, adapter=adapter)
     if not quiet:
         name = DEFAULT_MODEL_NAME if model is None else str(model)
         took = time.perf_counter() - start

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from opengemma.commands._common import (
+    ADAPTER_HELP,
     DTYPE_HELP,
     MODEL_HELP,
     QUANT_HELP,
@@ -48,11 +49,12 @@ def chat(
     seed: int = typer.Option(None, help="Seed for reproducible sampling."),
     dtype: str = typer.Option(None, help=DTYPE_HELP),
     quant: str = typer.Option("auto", help=QUANT_HELP),
+    adapter: str = typer.Option(None, help=ADAPTER_HELP),
     threads: str = typer.Option(None, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
 ) -> None:
     """Chat with a Gemma model. One line per user turn; /reset starts over, /exit or EOF ends."""
-    lm = load_model(model, dtype, quiet, threads, quant)
+    lm = load_model(model, dtype, quiet, threads, quant, adapter)
     kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
     interactive = sys.stdin.isatty()
     if interactive and not quiet:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from opengemma.commands._common import (
+    ADAPTER_HELP,
     DTYPE_HELP,
     MODEL_HELP,
     QUANT_HELP,
@@ -42,6 +43,7 @@ def run(
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the chat template."),
     dtype: str = typer.Option(None, help=DTYPE_HELP),
     quant: str = typer.Option("auto", help=QUANT_HELP),
+    adapter: str = typer.Option(None, help=ADAPTER_HELP),
     threads: str = typer.Option(None, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
 ) -> None:
@@ -51,7 +53,7 @@ def run(
     prompt = _read_prompt(prompt, file)
     if not prompt.strip():
         raise InvalidRequestError("the prompt is empty; give some text to continue")
-    lm = load_model(model, dtype, quiet, threads, quant)
+    lm = load_model(model, dtype, quiet, threads, quant, adapter)
     kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
     if chat:
         chunks = lm.chat_stream(
