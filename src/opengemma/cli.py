@@ -15,6 +15,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "chat": ("opengemma.commands.chat", "app", "Multi-turn chat with the Gemma turn template."),
     "info": ("opengemma.commands.info", "app", "Show a model's config and tensor inventory."),
     "scrub": ("opengemma.data.cli", "app", "Scrub personal data and secrets from corpora."),
+    "serve": ("opengemma.server.cli", "app", "Serve a model over the OpenAI API (+ Vertex AI)."),
     "tune": ("opengemma.tune.cli", "app", "Fine-tune with LoRA / QLoRA; PEFT adapters out."),
 }
 

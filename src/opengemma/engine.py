@@ -1,0 +1,434 @@
+"""Continuous batching: many generation requests share one model, one decode step at a time.
+
+Requests wait in a bounded queue, join the running batch as soon as a slot is free, and leave it
+the step they finish, so a short request never waits for a long one. Each engine iteration
+spends a bounded budget of prompt tokens on prefill (new rows, in arrival order) and then runs
+one batched decode step for every row that is generating: `model(tokens (B, 1), [cache_0, ...,
+cache_B-1], last_only=True)` reads the weights once for all rows. Prefill in chunks between
+decode steps keeps running streams flowing while a long prompt is read.
+
+The loop runs in one background thread (torch releases the GIL during compute). Results leave
+as `TokenEvent`s through a per-request sink, a plain callable invoked on the engine thread; the
+server forwards them into asyncio, `Engine.generate` into a blocking iterator.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from opengemma.errors import OpenGemmaError
+from opengemma.generate import _held_back, check_lengths, prefill
+from opengemma.model import GemmaModel
+from opengemma.sampling import Sampler, SamplingParams
+
+FinishReason = str  # "stop" | "length" | "abort" | "timeout" | "error"
+
+
+class EngineError(OpenGemmaError):
+    """The engine cannot take a request (queue full, shutting down)."""
+
+
+class QueueFullError(EngineError):
+    """The waiting queue is full; retry after a short pause."""
+
+
+class EngineClosedError(EngineError):
+    """The engine is draining or stopped and takes no new requests."""
+
+
+class Constraint(Protocol):
+    """Restricts which tokens may come next (e.g. a JSON-schema grammar)."""
+
+    def allowed(self) -> torch.Tensor:
+        """Boolean (vocab,) tensor: True where the token keeps the output valid."""
+
+    def advance(self, token: int) -> None:
+        """Record that `token` was generated."""
+
+
+@dataclass
+class GenerationRequest:
+    """One completion to generate. Lengths are in tokens; `deadline` is `time.monotonic()` s."""
+
+    prompt_ids: Sequence[int]
+    max_tokens: int
+    params: SamplingParams = field(default_factory=SamplingParams)
+    stop: Sequence[str] = ()
+    stop_ids: frozenset[int] | None = None  # None: the engine's default (EOS, <end_of_turn>)
+    logprobs: int | None = None  # None: off; k >= 0: the chosen token's and k alternatives'
+    constraint: Constraint | None = None
+    deadline: float | None = None
+
+
+@dataclass
+class TokenEvent:
+    """One generated token and the text it made final (possibly empty, see stream_generate).
+
+    `logprob` and `top_logprobs` (token id, log-probability) come from the distribution the
+    token was drawn from (after penalties, temperature and truncation). The last event of a
+    request has `finish_reason`; an "error" event carries `error` and no token (token = -1).
+    """
+
+    text: str
+    token: int
+    finish_reason: FinishReason | None = None
+    logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] | None = None
+    error: str | None = None
+
+
+class RequestHandle:
+    """A submitted request: its timings (monotonic seconds) and a way to abort it."""
+
+    _ids = itertools.count()
+
+    def __init__(self, request: GenerationRequest, sink: Callable[[TokenEvent], None]):
+        self.id = next(self._ids)
+        self.request = request
+        self.sink = sink
+        self.arrival = time.monotonic()
+        self.first_token: float | None = None
+        self.finished: float | None = None
+        self.generated = 0
+        self.finish_reason: FinishReason | None = None
+        self.aborted = threading.Event()
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.request.prompt_ids)
+
+    def abort(self) -> None:
+        """Stop generating at the next step and free the cache (safe from any thread)."""
+        self.aborted.set()
+
+
+class _Row:
+    """Engine-thread state of a running request."""
+
+    def __init__(self, handle: RequestHandle, model: GemmaModel, tokenizer, stop_ids: set[int]):
+        req = handle.request
+        self.handle = handle
+        self.budget = check_lengths(model, len(req.prompt_ids), req.max_tokens)
+        self.cache = model.new_cache(len(req.prompt_ids) + self.budget)
+        self.tokens = torch.empty(len(req.prompt_ids) + self.budget, dtype=torch.long)
+        self.tokens[: len(req.prompt_ids)] = torch.tensor(list(req.prompt_ids), dtype=torch.long)
+        self.n = len(req.prompt_ids)  # tokens in `tokens` so far
+        self.prefilled = 0  # prompt tokens already in the cache
+        self.sampler = Sampler(req.params, prompt_len=len(req.prompt_ids))
+        self.stop_ids = set(req.stop_ids) if req.stop_ids is not None else stop_ids
+        self.stops = [s for s in req.stop if s]
+        self.decoder = tokenizer.incremental_decoder()
+        self.pending = ""  # decoded text held back: it might begin a stop string
+        self.last_token: int | None = None  # sampled, not yet fed to the model
+
+    @property
+    def prefilling(self) -> bool:
+        return self.prefilled < len(self.handle.request.prompt_ids)
+
+
+class Engine:
+    """The continuous-batching scheduler. Start it, `submit` requests, `shutdown` at the end.
+
+    max_batch: rows generating at once (each holds its own KV cache).
+    max_queue: requests allowed to wait for a slot; beyond it `submit` raises QueueFullError.
+    prefill_chunk: prompt tokens read per engine iteration, between two decode steps.
+    """
+
+    def __init__(
+        self,
+        model: GemmaModel,
+        tokenizer,
+        max_batch: int = 8,
+        max_queue: int = 64,
+        prefill_chunk: int = 256,
+        stop_ids: Sequence[int] | None = None,
+    ):
+        if max_batch < 1 or max_queue < 0 or prefill_chunk < 1:
+            raise EngineError("max_batch and prefill_chunk must be >= 1, max_queue >= 0")
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
+        default_stops = {tokenizer.eos_id, tokenizer.end_of_turn_id}
+        self.stop_ids = set(stop_ids) if stop_ids is not None else default_stops - {None}
+        self.on_finish: Callable[[RequestHandle], None] | None = None  # called on engine thread
+        self._waiting: deque[RequestHandle] = deque()
+        self._running: list[_Row] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    # ---- public surface (any thread) ------------------------------------------------------------
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._waiting and not self._running
+
+    def start(self) -> Engine:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="opengemma-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def submit(
+        self, request: GenerationRequest, sink: Callable[[TokenEvent], None]
+    ) -> RequestHandle:
+        """Queue a request; its events go to `sink` (called on the engine thread)."""
+        check_lengths(self.model, len(request.prompt_ids), request.max_tokens)
+        handle = RequestHandle(request, sink)
+        with self._cond:
+            if self._closed:
+                raise EngineClosedError("the server is shutting down; send the request elsewhere")
+            if len(self._waiting) >= self.max_queue and len(self._running) >= self.max_batch:
+                raise QueueFullError(
+                    f"{len(self._waiting)} requests are already waiting; retry in a few seconds"
+                )
+            self._waiting.append(handle)
+            self._cond.notify()
+        return handle
+
+    def generate(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+        """Blocking iterator over a request's events (for batch jobs and scripts)."""
+        events: queue.Queue[TokenEvent] = queue.Queue()
+        handle = self.submit(request, events.put)
+        try:
+            while True:
+                event = events.get()
+                yield event
+                if event.finish_reason is not None:
+                    return
+        finally:
+            handle.abort()
+
+    def close(self) -> None:
+        """Refuse new requests; the ones already submitted run to completion."""
+        with self._cond:
+            self._closed = True
+
+    def abort_all(self) -> None:
+        with self._cond:
+            for handle in list(self._waiting) + [r.handle for r in self._running]:
+                handle.abort()
+            self._cond.notify()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no request is waiting or running; False if `timeout` s passed first."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.idle:
+            if end is not None and time.monotonic() >= end:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Abort everything and stop the engine thread."""
+        self.close()
+        self.abort_all()
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ---- engine thread --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._stop and not self._waiting and not self._running:
+                        self._cond.wait()
+                    if self._stop:
+                        break
+                self._iteration()
+        for row in self._running:
+            self._finish(row, "abort")
+        self._running.clear()
+
+    def _iteration(self) -> None:
+        self._drop_expired()
+        self._admit()
+        self._prefill_step()
+        self._decode_step()
+
+    def _drop_expired(self) -> None:
+        now = time.monotonic()
+        with self._cond:
+            waiting = list(self._waiting)
+        for handle in waiting:
+            reason = self._cut_reason(handle, now)
+            if reason is not None:
+                with self._cond:
+                    self._waiting.remove(handle)
+                self._emit_final(handle, TokenEvent("", -1, reason), reason)
+        for row in list(self._running):
+            reason = self._cut_reason(row.handle, now)
+            if reason is not None:
+                self._finish(row, reason)
+
+    @staticmethod
+    def _cut_reason(handle: RequestHandle, now: float) -> FinishReason | None:
+        if handle.aborted.is_set():
+            return "abort"
+        deadline = handle.request.deadline
+        return "timeout" if deadline is not None and now >= deadline else None
+
+    def _admit(self) -> None:
+        while len(self._running) < self.max_batch:
+            with self._cond:
+                if not self._waiting:
+                    return
+                handle = self._waiting.popleft()
+            try:
+                self._running.append(_Row(handle, self.model, self.tokenizer, self.stop_ids))
+            except Exception as exc:  # bad request or out of memory: fail this one only
+                self._emit_final(handle, TokenEvent("", -1, "error", error=str(exc)), "error")
+
+    def _prefill_step(self) -> None:
+        """Spend up to `prefill_chunk` prompt tokens on rows still reading their prompt."""
+        budget = self.prefill_chunk
+        for row in [r for r in self._running if r.prefilling]:
+            if budget <= 0:
+                return
+            ids = row.handle.request.prompt_ids
+            take = ids[row.prefilled : row.prefilled + budget]
+            try:
+                logits = prefill(self.model, take, row.cache, chunk=self.prefill_chunk)
+            except Exception as exc:
+                self._finish(row, "error", str(exc))
+                continue
+            row.prefilled += len(take)
+            budget -= len(take)
+            if not row.prefilling:
+                self._sample(row, logits)
+
+    def _decode_step(self) -> None:
+        rows = [r for r in self._running if r.last_token is not None]
+        if not rows:
+            return
+        device = self.model.device
+        step = torch.tensor([[r.last_token] for r in rows], dtype=torch.long, device=device)
+        try:
+            logits = self.model(step, [r.cache for r in rows], last_only=True)[:, -1]  # (B, V)
+        except Exception as exc:
+            for row in rows:
+                self._finish(row, "error", str(exc))
+            return
+        for row, row_logits in zip(rows, logits, strict=True):
+            self._sample(row, row_logits)
+
+    def _sample(self, row: _Row, logits: torch.Tensor) -> None:
+        """Draw the next token from float32 `logits` (vocab,), emit it, handle stops."""
+        req = row.handle.request
+        logits = logits.float().cpu()  # samplers, constraints and seeds live on the CPU
+        try:
+            if req.constraint is not None:
+                logits = logits.masked_fill(~req.constraint.allowed(), float("-inf"))
+            processed = row.sampler.process(row.tokens[: row.n], logits)
+            if row.sampler.params.greedy:
+                token = int(torch.argmax(processed))
+            else:
+                probs = torch.softmax(processed, dim=-1)
+                token = int(torch.multinomial(probs, 1, generator=row.sampler.generator))
+            if req.constraint is not None:
+                req.constraint.advance(token)
+        except Exception as exc:
+            self._finish(row, "error", str(exc))
+            return
+        logprob, top = _logprobs(processed, token, req.logprobs)
+        row.tokens[row.n] = token
+        row.n += 1
+        handle = row.handle
+        handle.generated += 1
+        if handle.first_token is None:
+            handle.first_token = time.monotonic()
+        text, reason = self._text_and_reason(row, token)
+        event = TokenEvent(text, token, reason, logprob, top)
+        if reason is not None:
+            self._finish(row, reason, event=event)
+        else:
+            row.last_token = token
+            _deliver(handle, event)
+
+    @staticmethod
+    def _text_and_reason(row: _Row, token: int) -> tuple[str, FinishReason | None]:
+        """The text `token` makes final, and why generation ends here (None: it goes on).
+        Same rules as `opengemma.generate.stream_generate`."""
+        if token in row.stop_ids:
+            return row.pending + row.decoder.flush(), "stop"
+        row.pending += row.decoder.add(token)
+        last = row.handle.generated >= row.budget
+        if last:
+            row.pending += row.decoder.flush()
+        hits = [(row.pending.find(s), s) for s in row.stops if s in row.pending]
+        if hits:
+            return row.pending[: min(hits)[0]], "stop"
+        if last:
+            return row.pending, "length"
+        keep = _held_back(row.pending, row.stops)
+        out = row.pending[: len(row.pending) - keep]
+        row.pending = row.pending[len(row.pending) - keep :]
+        return out, None
+
+    def _finish(
+        self,
+        row: _Row,
+        reason: FinishReason,
+        error: str | None = None,
+        event: TokenEvent | None = None,
+    ) -> None:
+        if row in self._running:
+            self._running.remove(row)
+        row.cache = None  # free the KV cache now, not when the handle is collected
+        if event is None:
+            event = TokenEvent("", -1, reason, error=error)
+        self._emit_final(row.handle, event, reason)
+
+    def _emit_final(self, handle: RequestHandle, event: TokenEvent, reason: FinishReason) -> None:
+        handle.finished = time.monotonic()
+        handle.finish_reason = reason
+        _deliver(handle, event)
+        if self.on_finish is not None:
+            try:
+                self.on_finish(handle)
+            except Exception:  # a metrics hook must never stop the engine
+                pass
+
+
+def _deliver(handle: RequestHandle, event: TokenEvent) -> None:
+    """Hand an event to the request's sink; a consumer that went away aborts its request."""
+    try:
+        handle.sink(event)
+    except Exception:
+        handle.abort()
+
+
+def _logprobs(
+    processed: torch.Tensor, token: int, k: int | None
+) -> tuple[float | None, list[tuple[int, float]] | None]:
+    """log P(token) and the k most likely (id, log P) under the processed logits (vocab,)."""
+    if k is None:
+        return None, None
+    logp = torch.log_softmax(processed, dim=-1)
+    top: list[tuple[int, float]] = []
+    if k > 0:
+        values, ids = torch.topk(logp, k)
+        top = [(int(i), float(v)) for i, v in zip(ids, values, strict=True)]
+    return float(logp[token]), top

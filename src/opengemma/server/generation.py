@@ -1,0 +1,264 @@
+"""From a validated request body to engine requests, and from engine events to OpenAI objects.
+
+Everything that can be refused is checked before the first byte of a response is sent: a
+stream never starts for a request that was going to fail validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from opengemma.engine import EngineClosedError, GenerationRequest, QueueFullError, TokenEvent
+from opengemma.errors import InvalidRequestError
+from opengemma.sampling import SamplingParams
+from opengemma.server.errors import APIError, bad_request
+from opengemma.server.schemas import ResponseFormat, _Sampling
+from opengemma.server.state import ServerState
+
+_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+TOP_P_FLOOR = 1e-6
+
+
+def check_model(state: ServerState, model: str | None) -> None:
+    if model is not None and model != state.model_id:
+        raise APIError(
+            404,
+            f"model {model!r} does not exist; this server serves "
+            f"{state.model_id!r} (see GET /v1/models)",
+            "model",
+            "model_not_found",
+        )
+
+
+def sampling_params(body: _Sampling, seed_offset: int = 0) -> SamplingParams:
+    """SamplingParams of one choice (choice i of n uses seed + i, so choices differ)."""
+    seed = None if body.seed is None else (body.seed + seed_offset) % 2**64
+    # top_p below float32's resolution would also drop the most likely token (all -inf): any
+    # top_p <= TOP_P_FLOOR keeps the most likely token only, so the floor changes nothing else
+    top_p = max(body.top_p, TOP_P_FLOOR)
+    try:
+        return SamplingParams(
+            temperature=body.temperature,
+            top_k=max(body.top_k, 0),
+            top_p=top_p,
+            min_p=body.min_p,
+            repetition_penalty=body.repetition_penalty,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            seed=seed,
+        )
+    except InvalidRequestError as exc:
+        raise bad_request(str(exc)) from None
+
+
+def budget(
+    state: ServerState, prompt_len: int, asked: int | None, default: int | None, param: str
+) -> int:
+    """Tokens to generate: `asked` if it fits the context (else 400), or the default, capped."""
+    context = state.context
+    if prompt_len == 0:
+        raise bad_request("the prompt is empty; give at least one token of text", "prompt")
+    if prompt_len >= context:
+        raise bad_request(
+            f"the prompt has {prompt_len} tokens but the model's context is "
+            f"{context}; shorten the prompt",
+            param,
+            "context_length_exceeded",
+        )
+    if asked is None:
+        return min(default or context, context - prompt_len)
+    if prompt_len + asked > context:
+        raise bad_request(
+            f"the prompt has {prompt_len} tokens and {param} is {asked}: {prompt_len + asked} > "
+            f"the model's context of {context}; lower {param} or shorten the prompt",
+            param,
+            "context_length_exceeded",
+        )
+    return asked
+
+
+def constraints(state: ServerState, fmt: ResponseFormat | None, n: int) -> list[Any]:
+    """One grammar constraint per choice (or Nones) for `response_format`."""
+    if fmt is None or fmt.type == "text":
+        return [None] * n
+    if fmt.type == "json_object":
+        return [state.json_grammar.constraint(None, "response_format") for _ in range(n)]
+    if fmt.json_schema is None:
+        raise bad_request(
+            "response_format of type json_schema needs a json_schema object",
+            "response_format.json_schema",
+        )
+    param = "response_format.json_schema.schema"
+    return [state.json_grammar.constraint(fmt.json_schema.schema_, param) for _ in range(n)]
+
+
+def plan(
+    state: ServerState,
+    body: _Sampling,
+    prompts: Sequence[Sequence[int]],
+    max_tokens: int | None,
+    default: int | None,
+    param: str,
+    logprobs: int | None,
+) -> list[GenerationRequest]:
+    """Engine requests for every prompt x choice, in OpenAI's index order."""
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    deadline = time.monotonic() + state.config.request_timeout
+    out = []
+    for ids in prompts:
+        n_tokens = budget(state, len(ids), max_tokens, default, param)
+        for i, constraint in enumerate(constraints(state, body.response_format, body.n)):
+            out.append(
+                GenerationRequest(
+                    list(ids),
+                    n_tokens,
+                    sampling_params(body, i),
+                    stop,
+                    None,
+                    logprobs,
+                    constraint,
+                    deadline,
+                )
+            )
+    return out
+
+
+@dataclass
+class Submitted:
+    """Engine requests of one HTTP request, their events merged into one asyncio queue."""
+
+    handles: list = field(default_factory=list)
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+    def abort(self) -> None:
+        for handle in self.handles:
+            if handle.finish_reason is None:
+                handle.abort()
+
+    async def stream(self, request: Request | None = None) -> AsyncIterator[tuple[int, TokenEvent]]:
+        """(choice index, event) until every choice has finished; watches for disconnects."""
+        left = len(self.handles)
+        try:
+            while left:
+                try:
+                    index, event = await asyncio.wait_for(self.events.get(), timeout=0.5)
+                except TimeoutError:
+                    if request is not None and await request.is_disconnected():
+                        return
+                    continue
+                if event.finish_reason is not None:
+                    left -= 1
+                yield index, event
+        finally:
+            self.abort()
+
+
+def submit(state: ServerState, requests: list[GenerationRequest]) -> Submitted:
+    """Queue every request or none: a full queue is 503 with Retry-After."""
+    if state.draining:
+        raise draining_error(state)
+    capacity = state.config.max_batch + state.config.max_queue
+    if len(requests) > capacity:
+        raise bad_request(
+            f"this request needs {len(requests)} generations (prompts x n) but "
+            f"the server holds at most {capacity}; lower n or split the prompts",
+            "n",
+        )
+    loop = asyncio.get_running_loop()
+    sub = Submitted()
+    try:
+        for index, req in enumerate(requests):
+
+            def sink(event: TokenEvent, index: int = index) -> None:
+                loop.call_soon_threadsafe(sub.events.put_nowait, (index, event))
+
+            sub.handles.append(state.engine.submit(req, sink))
+    except QueueFullError as exc:
+        sub.abort()
+        raise APIError(
+            503, str(exc), None, "queue_full", {"Retry-After": str(state.config.retry_after)}
+        ) from None
+    except EngineClosedError:
+        sub.abort()
+        raise draining_error(state) from None
+    except InvalidRequestError as exc:
+        sub.abort()
+        raise bad_request(str(exc)) from None
+    return sub
+
+
+def draining_error(state: ServerState) -> APIError:
+    return APIError(
+        503,
+        "the server is shutting down; retry on another replica",
+        None,
+        "draining",
+        {"Retry-After": str(state.config.retry_after)},
+    )
+
+
+def final_error(event: TokenEvent) -> APIError | None:
+    """The HTTP error an abnormal finish means (None for stop/length)."""
+    if event.finish_reason == "timeout":
+        return APIError(
+            504,
+            "the request ran past the server's deadline; ask for fewer tokens",
+            None,
+            "deadline_exceeded",
+        )
+    if event.finish_reason == "error":
+        return APIError(500, f"generation failed: {event.error}", None, "engine_error")
+    if event.finish_reason == "abort":
+        return APIError(503, "the request was aborted", None, "aborted")
+    return None
+
+
+def token_info(tokenizer, token: int) -> tuple[str, list[int]]:
+    """A token's text and UTF-8 bytes (a byte token <0xNN> shows as `bytes:\\xNN`)."""
+    piece = tokenizer.id_to_piece(token)
+    if m := _BYTE.fullmatch(piece):
+        value = int(m.group(1), 16)
+        return f"bytes:\\x{value:02x}", [value]
+    text = tokenizer.decode([token], skip_special=False)
+    return text, list(text.encode())
+
+
+@dataclass
+class Choice:
+    """A choice being assembled from events."""
+
+    text: list[str] = field(default_factory=list)
+    events: list[TokenEvent] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+async def collect(sub: Submitted, request: Request) -> list[Choice]:
+    """Run to completion; raises the HTTP error of the first abnormal finish."""
+    choices = [Choice() for _ in sub.handles]
+    async for index, event in sub.stream(request):
+        if (error := final_error(event)) is not None:
+            raise error
+        choice = choices[index]
+        choice.text.append(event.text)
+        if event.token >= 0:
+            choice.events.append(event)
+        if event.finish_reason is not None:
+            choice.finish_reason = event.finish_reason
+    if any(c.finish_reason is None for c in choices):
+        raise APIError(503, "the client went away", None, "aborted")
+    return choices
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

@@ -1,0 +1,103 @@
+"""Prometheus metrics, named like vLLM's under an `opengemma:` prefix.
+
+Gauges read the engine when scraped; counters and histograms are fed as requests finish (on the
+engine thread: prometheus_client is thread-safe). Each app has its own registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from opengemma.engine import Engine, RequestHandle
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
+TPOT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    """The server's metrics; `render()` gives the text exposition format."""
+
+    def __init__(self, engine: Engine, model_name: str):
+        self.registry = reg = CollectorRegistry()
+        label = {"model_name": model_name}
+        p = "opengemma:"
+        running = Gauge(
+            f"{p}num_requests_running",
+            "Requests in the running batch.",
+            ["model_name"],
+            registry=reg,
+        )
+        running.labels(**label).set_function(lambda: engine.num_running)
+        waiting = Gauge(
+            f"{p}num_requests_waiting",
+            "Requests waiting for a batch slot.",
+            ["model_name"],
+            registry=reg,
+        )
+        waiting.labels(**label).set_function(lambda: engine.num_waiting)
+        self.label = label
+        self.http = Counter(
+            f"{p}http_requests",
+            "HTTP requests by route and status code.",
+            ["route", "status"],
+            registry=reg,
+        )
+        self.finished = Counter(
+            f"{p}request_success",
+            "Finished requests by finish reason.",
+            ["model_name", "finished_reason"],
+            registry=reg,
+        )
+        self.aborted = Counter(
+            f"{p}num_requests_aborted",
+            "Requests cut short: client disconnect or deadline.",
+            ["model_name", "reason"],
+            registry=reg,
+        )
+        self.prompt_tokens = Counter(
+            f"{p}prompt_tokens", "Prompt tokens processed.", ["model_name"], registry=reg
+        )
+        self.generation_tokens = Counter(
+            f"{p}generation_tokens", "Tokens generated.", ["model_name"], registry=reg
+        )
+        self.ttft = Histogram(
+            f"{p}time_to_first_token_seconds",
+            "Arrival to first token.",
+            ["model_name"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.tpot = Histogram(
+            f"{p}time_per_output_token_seconds",
+            "Mean time between output tokens of a request.",
+            ["model_name"],
+            buckets=TPOT_BUCKETS,
+            registry=reg,
+        )
+        self.e2e = Histogram(
+            f"{p}e2e_request_latency_seconds",
+            "Arrival to last token.",
+            ["model_name"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+
+    def observe(self, handle: RequestHandle) -> None:
+        """Record a finished engine request (the engine's `on_finish` hook)."""
+        reason = handle.finish_reason or "error"
+        if reason in ("abort", "timeout"):
+            self.aborted.labels(reason=reason, **self.label).inc()
+        else:
+            self.finished.labels(finished_reason=reason, **self.label).inc()
+        self.prompt_tokens.labels(**self.label).inc(handle.prompt_tokens)
+        self.generation_tokens.labels(**self.label).inc(handle.generated)
+        if handle.first_token is not None:
+            self.ttft.labels(**self.label).observe(handle.first_token - handle.arrival)
+            if handle.finished is not None:
+                if handle.generated > 1:
+                    per_token = (handle.finished - handle.first_token) / (handle.generated - 1)
+                    self.tpot.labels(**self.label).observe(per_token)
+                self.e2e.labels(**self.label).observe(handle.finished - handle.arrival)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

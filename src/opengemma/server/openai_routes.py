@@ -1,0 +1,236 @@
+"""The OpenAI-compatible routes: /v1/models, /v1/completions, /v1/chat/completions."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from opengemma.chat import chat_prompt_ids
+from opengemma.engine import TokenEvent
+from opengemma.errors import InvalidRequestError
+from opengemma.server.errors import bad_request, error_body
+from opengemma.server.generation import (
+    Choice,
+    Submitted,
+    check_model,
+    collect,
+    final_error,
+    plan,
+    submit,
+    token_info,
+    usage,
+)
+from opengemma.server.schemas import ChatCompletionRequest, CompletionRequest
+from opengemma.server.state import ServerState
+
+router = APIRouter()
+
+
+def state_of(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    card = {
+        "id": state.model_id,
+        "object": "model",
+        "created": state.created,
+        "owned_by": "opengemma",
+        "max_model_len": state.context,
+    }
+    return {"object": "list", "data": [card]}
+
+
+def completion_prompts(state: ServerState, body: CompletionRequest) -> list[list[int]]:
+    tok = state.lm.tokenizer
+    if body.echo:
+        raise bad_request("echo is not supported; send the prompt back yourself", "echo")
+    if body.suffix:
+        raise bad_request("suffix (fill-in-the-middle) is not supported", "suffix")
+    if isinstance(body.prompt, str):
+        return [tok.encode(body.prompt) if body.prompt else []]
+    if all(isinstance(p, int) for p in body.prompt):
+        bad = [t for t in body.prompt if t >= tok.vocab_size]
+        if bad:
+            raise bad_request(
+                f"token id {bad[0]} is outside the vocabulary (0..{tok.vocab_size - 1})", "prompt"
+            )
+        return [list(body.prompt)]
+    return [tok.encode(p) if p else [] for p in body.prompt]
+
+
+def chat_prompt(state: ServerState, body: ChatCompletionRequest) -> list[int]:
+    messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    for m in messages:
+        m.setdefault("content", "")
+    try:
+        return chat_prompt_ids(state.lm.tokenizer, messages)
+    except InvalidRequestError as exc:
+        raise bad_request(str(exc), "messages") from None
+
+
+def completion_logprobs(tok, events: list[TokenEvent]) -> dict[str, Any]:
+    """The legacy completions logprobs object."""
+    tokens, offsets, top, offset = [], [], [], 0
+    for e in events:
+        text, _ = token_info(tok, e.token)
+        tokens.append(text)
+        offsets.append(offset)
+        offset += len(e.text)
+        top.append({token_info(tok, t)[0]: lp for t, lp in e.top_logprobs or []})
+    return {
+        "tokens": tokens,
+        "token_logprobs": [e.logprob for e in events],
+        "top_logprobs": top,
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(tok, events: list[TokenEvent]) -> dict[str, Any]:
+    def entry(token: int, logprob: float) -> dict[str, Any]:
+        text, raw = token_info(tok, token)
+        return {"token": text, "logprob": logprob, "bytes": raw}
+
+    content = []
+    for e in events:
+        item = entry(e.token, e.logprob)
+        item["top_logprobs"] = [entry(t, lp) for t, lp in e.top_logprobs or []]
+        content.append(item)
+    return {"content": content}
+
+
+async def sse(
+    state: ServerState,
+    sub: Submitted,
+    request: Request,
+    include_usage: bool,
+    prompt_tokens: int,
+    make_chunk: Callable[[int, TokenEvent | None], dict],
+    base: dict[str, Any],
+) -> AsyncIterator[str]:
+    """SSE lines `data: {json}`, ending with `data: [DONE]`; an abnormal end sends an error."""
+    generated = 0
+    for index in range(len(sub.handles)):
+        if (first := make_chunk(index, None)) is not None:
+            yield f"data: {json.dumps({**base, **first})}\n\n"
+    async for index, event in sub.stream(request):
+        if (error := final_error(event)) is not None:
+            body = error_body(error.status, error.message, error.param, error.code)
+            yield f"data: {json.dumps(body)}\n\n"
+            break
+        generated += event.token >= 0
+        if event.text or event.finish_reason or event.logprob is not None:
+            chunk = {**base, **make_chunk(index, event)}
+            if include_usage:
+                chunk["usage"] = None
+            yield f"data: {json.dumps(chunk)}\n\n"
+    else:
+        if include_usage:
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage(prompt_tokens, generated)})}\n\n"  # noqa: E501
+    yield "data: [DONE]\n\n"
+
+
+def streaming(gen: AsyncIterator[str]) -> StreamingResponse:
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(gen, media_type="text/event-stream", headers=headers)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request):
+    state = state_of(request)
+    check_model(state, body.model)
+    prompts = completion_prompts(state, body)
+    reqs = plan(state, body, prompts, body.max_tokens, None, "max_tokens", body.logprobs)
+    sub = submit(state, reqs)
+    prompt_tokens = sum(len(p) for p in prompts)
+    base = {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": state.model_id,
+    }
+    tok = state.lm.tokenizer
+
+    def choice(index: int, event: TokenEvent | None, c: Choice | None = None) -> dict | None:
+        if event is None and c is None:
+            return None
+        events = c.events if c else ([event] if event.token >= 0 else [])
+        text = "".join(c.text) if c else event.text
+        logprobs = completion_logprobs(tok, events) if body.logprobs is not None else None
+        reason = c.finish_reason if c else event.finish_reason
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
+
+    if body.stream:
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        chunk = lambda i, e: None if e is None else {"choices": [choice(i, e)]}  # noqa: E731
+        return streaming(sse(state, sub, request, include, prompt_tokens, chunk, base))
+    choices = await collect(sub, request)
+    generated = sum(len(c.events) for c in choices)
+    return {
+        **base,
+        "choices": [choice(i, None, c) for i, c in enumerate(choices)],
+        "usage": usage(prompt_tokens, generated),
+    }
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    state = state_of(request)
+    check_model(state, body.model)
+    ids = chat_prompt(state, body)
+    top = (body.top_logprobs or 0) if body.logprobs else None
+    asked = body.max_completion_tokens or body.max_tokens
+    param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+    reqs = plan(state, body, [ids], asked, state.config.default_max_tokens, param, top)
+    sub = submit(state, reqs)
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": state.model_id,
+    }
+    tok = state.lm.tokenizer
+    if body.stream:
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        base["object"] = "chat.completion.chunk"
+
+        def chunk(index: int, event: TokenEvent | None) -> dict:
+            if event is None:
+                delta = {"role": "assistant", "content": ""}
+                return {
+                    "choices": [
+                        {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+                    ],
+                }
+            delta = {"content": event.text} if event.text else {}
+            lp = chat_logprobs(tok, [event]) if top is not None and event.token >= 0 else None
+            return {
+                "choices": [
+                    {
+                        "index": index,
+                        "delta": delta,
+                        "logprobs": lp,
+                        "finish_reason": event.finish_reason,
+                    }
+                ],
+            }
+
+        return streaming(sse(state, sub, request, include, len(ids), chunk, base))
+    choices = await collect(sub, request)
+    out = []
+    for i, c in enumerate(choices):
+        message = {"role": "assistant", "content": "".join(c.text)}
+        lp = chat_logprobs(tok, c.events) if top is not None else None
+        out.append(
+            {"index": i, "message": message, "logprobs": lp, "finish_reason": c.finish_reason}
+        )
+    generated = sum(len(c.events) for c in choices)
+    return {**base, "choices": out, "usage": usage(len(ids), generated)}
