@@ -15,6 +15,9 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "chat": ("opengemma.commands.chat", "app", "Multi-turn chat with the Gemma turn template."),
     "info": ("opengemma.commands.info", "app", "Show a model's config and tensor inventory."),
     "scrub": ("opengemma.data.cli", "app", "Scrub personal data and secrets from corpora."),
+    "convert": ("opengemma.checkpoint.convert_cli", "app", "Convert between GGUF and HF formats."),
+    "pull": ("opengemma.checkpoint.hub_cli", "pull_app", "Fetch a model from the Hugging Face Hub"),
+    "list": ("opengemma.checkpoint.hub_cli", "list_app", "List models pulled into the local cache"),
     "serve": ("opengemma.server.cli", "app", "Serve a model over the OpenAI API (+ Vertex AI)."),
     "tune": ("opengemma.tune.cli", "app", "Fine-tune with LoRA / QLoRA; PEFT adapters out."),
 }

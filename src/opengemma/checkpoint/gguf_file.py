@@ -1,8 +1,10 @@
 """GGUF files (llama.cpp, Ollama): metadata -> GemmaConfig, tensors dequantized on load.
 
-The file is memory-mapped and parsed with bounds checks (gguf_reader.GGUFFile); each tensor is
-dequantized with the `gguf` package's reference routines and converted to the requested dtype
-one at a time, so peak memory is the model in that dtype plus one tensor.
+The file is memory-mapped and parsed with bounds checks (gguf_reader.GGUFFile). The config's
+size fields are checked before a config is built, and every tensor's name and shape before any
+tensor data is read. Each tensor is then dequantized with the `gguf` package's reference
+routines a few rows at a time, straight into a tensor of the requested dtype, so peak memory is
+the model in that dtype plus one chunk.
 """
 
 from __future__ import annotations
@@ -11,16 +13,24 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from opengemma.checkpoint import Checkpoint
+from opengemma.checkpoint import Checkpoint, check_config_numbers, check_coverage, expected_shapes
+from opengemma.checkpoint.errors import CheckpointError
 from opengemma.checkpoint.gguf_reader import GGUFFile
+from opengemma.checkpoint.gguf_writer import LOCAL_BASE_KEY, QPAS_KEY
 from opengemma.checkpoint.keymap import describe, gguf_to_ours, is_norm
 from opengemma.config import GemmaConfig
-from opengemma.errors import ConfigError, ModelLoadError
+from opengemma.errors import ConfigError
 
 _VOCAB_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
                  "tokenizer.ggml.merges")  # fmt: skip
+_SIZE_KEYS = ("block_count", "embedding_length", "feed_forward_length", "attention.head_count",
+              "attention.head_count_kv", "attention.key_length", "context_length",
+              "attention.sliding_window")  # fmt: skip
+_FLOAT_KEYS = ("rope.freq_base", "attention.layer_norm_rms_epsilon", "rope.scaling.factor",
+               "attn_logit_softcapping", "final_logit_softcapping")  # fmt: skip
 
 
 def summary_metadata(meta: dict[str, Any]) -> dict[str, Any]:
@@ -28,29 +38,81 @@ def summary_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: (f"<{len(v)} entries>" if k in _VOCAB_ARRAYS else v) for k, v in meta.items()}
 
 
-def load_gguf(path: Path, dtype: torch.dtype) -> Checkpoint:
-    gf = GGUFFile(path)
-    embed = gf.tensors.get("token_embd.weight")
-    try:
-        config = GemmaConfig.from_gguf_metadata(
-            gf.metadata, vocab_size=embed.shape[0] if embed else None
+def gguf_config(gf: GGUFFile) -> GemmaConfig:
+    """The GemmaConfig a GGUF file describes, after checking every field it is built from."""
+    meta, path = gf.metadata, gf.path
+    arch = meta.get("general.architecture")
+    if arch not in ("gemma", "gemma2", "gemma3"):
+        raise CheckpointError(
+            f"{path}: GGUF architecture is {arch!r}; opengemma reads gemma, gemma2 and gemma3 files"
         )
-    except ConfigError as exc:
-        raise ModelLoadError(f"{path}: {exc}") from None
-    tensors: dict[str, torch.Tensor] = {}
-    unknown = []
-    for gguf_name in gf.tensors:
+    check_config_numbers({k: meta.get(f"{arch}.{k}") for k in _SIZE_KEYS}, path, "GGUF metadata")
+    for key in _FLOAT_KEYS:
+        value = meta.get(f"{arch}.{key}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise CheckpointError(f"{path}: GGUF metadata {arch}.{key} is {value!r}, not a number")
+    for key in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                "tokenizer.ggml.padding_token_id"):  # fmt: skip
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise CheckpointError(f"{path}: GGUF metadata {key} is {value!r}, not a token id")
+    embed = gf.tensors.get("token_embd.weight")
+    if embed is None or len(embed.shape) != 2:
+        raise CheckpointError(
+            f"{path} has no 2-D token_embd.weight tensor; it is not a complete Gemma GGUF file"
+        )
+    try:
+        config = GemmaConfig.from_gguf_metadata(meta, vocab_size=embed.shape[0])
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return _own_fields(config, meta, path)
+
+
+def _own_fields(config: GemmaConfig, meta: dict[str, Any], path: Path) -> GemmaConfig:
+    """Fields opengemma writes that llama.cpp derives from the architecture instead."""
+    # float32 metadata: 1e-6 reads back as 9.99999997e-07; keep the shortest float32 spelling
+    changes: dict[str, float] = {"rms_norm_eps": float(str(np.float32(config.rms_norm_eps)))}
+    for key, fld in ((QPAS_KEY, "query_pre_attn_scalar"), (LOCAL_BASE_KEY, "rope_local_theta")):
+        value = meta.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise CheckpointError(
+                f"{path}: GGUF metadata {key} is {value!r}, not a positive number"
+            )
+        changes[fld] = float(str(np.float32(value)))
+    return config.replace(**changes)
+
+
+def gguf_shapes(gf: GGUFFile) -> dict[str, tuple[int, ...]]:
+    """Our name -> stored shape for every tensor; unknown tensor names are an error."""
+    shapes, unknown = {}, []
+    for gguf_name, info in gf.tensors.items():
         name = gguf_to_ours(gguf_name)
         if name is None:
             if gguf_name != "output.weight":  # an untied copy of the embedding: Gemma ties them
                 unknown.append(gguf_name)
             continue
-        arr = gf.dequantize(gguf_name)
-        if is_norm(name):
-            arr = arr - 1.0  # llama.cpp stores Gemma norm weights as w + 1
-        tensors[name] = torch.from_numpy(arr).to(dtype)
+        shapes[name] = info.shape
     if unknown:
-        raise ModelLoadError(f"{path} has tensors a Gemma model does not have: {describe(unknown)}")
+        raise CheckpointError(
+            f"{gf.path} has tensors a Gemma model does not have: {describe(unknown)}"
+        )
+    return shapes
+
+
+def load_gguf(path: Path, dtype: torch.dtype) -> Checkpoint:
+    """Parse, validate and dequantize a GGUF file (norm weights back to the w convention)."""
+    gf = GGUFFile(path)
+    config = gguf_config(gf)
+    check_coverage(gguf_shapes(gf), expected_shapes(config), path)
+    tensors: dict[str, torch.Tensor] = {}
+    for gguf_name in gf.tensors:
+        name = gguf_to_ours(gguf_name)
+        if name is None:
+            continue
+        # llama.cpp stores Gemma norm weights as w + 1
+        tensors[name] = gf.load(gguf_name, dtype, _minus_one if is_norm(name) else None)
     infos = gf.tensors.values()
     info = {
         "metadata": summary_metadata(gf.metadata),
@@ -59,3 +121,7 @@ def load_gguf(path: Path, dtype: torch.dtype) -> Checkpoint:
         "tensors": [(t.name, t.type_name, t.shape, t.nbytes) for t in infos],
     }
     return Checkpoint(config, tensors, "gguf", path, gf, info)
+
+
+def _minus_one(x: torch.Tensor) -> torch.Tensor:
+    return x - 1.0

@@ -2,23 +2,26 @@
 
 Every count, length, dimension and offset read from the file is checked against the bytes that
 remain before it is used, so a crafted header (huge `n_kv`, huge string lengths, overflowing
-dimensions, tensors pointing past the end or overlapping) is refused with a ModelLoadError
-instead of allocating or reading out of bounds. Tensor data stays in the memory map until a
-tensor is asked for. Layout (GGUF v2/v3, little-endian): magic, version, tensor count, kv
-count, the key/values, the tensor infos, padding to `general.alignment`, then the data.
+dimensions, tensors pointing past the end, overlapping or leaving gaps) is refused with a
+CheckpointError before anything is allocated or read out of bounds. Tensor data stays in the
+memory map until a tensor is asked for. Layout (GGUF v2/v3, little-endian): magic, version,
+tensor count, kv count, the key/values, the tensor infos, padding to `general.alignment`, then
+the data, each tensor at an aligned offset directly after the previous one.
 """
 
 from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from opengemma.errors import ModelLoadError
+from opengemma.checkpoint.errors import CheckpointError
 
 _SCALARS = {  # GGUF value type -> struct format (without byte order)
     0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d",
@@ -26,9 +29,16 @@ _SCALARS = {  # GGUF value type -> struct format (without byte order)
 _STRING, _ARRAY = 8, 9
 _NUMPY = {0: "u1", 1: "i1", 2: "u2", 3: "i2", 4: "u4", 5: "i4", 6: "f4", 7: "u1",
           10: "u8", 11: "i8", 12: "f8"}  # fmt: skip
-MAX_KV = 1 << 20  # far above any real model (a few dozen keys)
-MAX_TENSORS = 1 << 20
+MAX_KV = 1 << 16  # far above any real model (a few dozen keys)
+MAX_TENSORS = 1 << 16  # Gemma 3 27B has ~800
 MAX_DIMS = 4
+MAX_NAME = 256  # bytes in a tensor name (llama.cpp allows 64)
+MAX_KEY = 1 << 16  # bytes in a metadata key
+MAX_ARRAY = 1 << 24  # items in a metadata array (vocabularies have ~256k)
+MAX_ALIGN = 1 << 16
+_MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, one key byte, value type, smallest value
+_MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8  # name length, name, n_dims, one dim, type, offset
+_CHUNK_ELEMENTS = 1 << 22  # dequantize at most this many values at once (16 MB of float32)
 
 
 @dataclass(frozen=True)
@@ -55,20 +65,29 @@ class GGUFFile:
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot read {self.path}: {exc}") from None
+            raise CheckpointError(f"cannot read {self.path}: {exc}") from None
         self._buf = memoryview(self._map)
         self._pos = 0
         self.byteorder = "<"  # ">" for the rare big-endian files (metadata only)
+        self.version = 0
         self.metadata: dict[str, Any] = {}
+        self.value_types: dict[str, int] = {}  # key -> GGUF value type
         self.tensors: dict[str, TensorInfo] = {}
+        self.data_start = 0
         self._parse()
 
     # ------------------------------------------------------------------ primitive reads
-    def _fail(self, what: str) -> ModelLoadError:
-        return ModelLoadError(f"{self.path} is not a valid GGUF file: {what} (at byte {self._pos})")
+    def _fail(self, what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{self.path} is not a valid GGUF file: {what} (at byte {self._pos}); the file is "
+            "damaged or was not written by a GGUF writer"
+        )
+
+    def _remaining(self) -> int:
+        return len(self._buf) - self._pos
 
     def _take(self, n: int) -> memoryview:
-        if n < 0 or self._pos + n > len(self._buf):
+        if n < 0 or n > self._remaining():
             raise self._fail(f"needs {n} more bytes but the file ends first")
         view = self._buf[self._pos : self._pos + n]
         self._pos += n
@@ -78,98 +97,133 @@ class GGUFFile:
         fmt = self.byteorder + code
         return struct.unpack(fmt, self._take(struct.calcsize(fmt)))[0]
 
-    def _string(self) -> str:
+    def _string(self, limit: int | None = None, what: str = "a string") -> str:
         n = self._scalar("Q")
+        if limit is not None and n > limit:
+            raise self._fail(f"{what} is {n} bytes long (at most {limit} allowed)")
         try:
             return str(self._take(n), "utf-8")
         except UnicodeDecodeError:
-            raise self._fail("a string is not valid UTF-8") from None
+            raise self._fail(f"{what} is not valid UTF-8") from None
 
-    def _value(self, vtype: int, depth: int = 0) -> Any:
+    def _value(self, vtype: int) -> Any:
         if vtype in _SCALARS:
             return self._scalar(_SCALARS[vtype])
         if vtype == _STRING:
             return self._string()
-        if vtype == _ARRAY and depth == 0:
+        if vtype == _ARRAY:
             etype, count = self._scalar("I"), self._scalar("Q")
             return self._array(etype, count)
         raise self._fail(f"unknown value type {vtype}")
 
     def _array(self, etype: int, count: int) -> Any:
+        if count > MAX_ARRAY:
+            raise self._fail(f"an array of {count} items is implausibly long")
         if etype in _NUMPY:
             dtype = np.dtype(self.byteorder + _NUMPY[etype])
-            if count > (len(self._buf) - self._pos) // dtype.itemsize:
+            if count > self._remaining() // dtype.itemsize:
                 raise self._fail(f"an array of {count} items runs past the end of the file")
             arr = np.frombuffer(self._take(count * dtype.itemsize), dtype=dtype)
             return arr.astype(bool).tolist() if etype == 7 else arr.tolist()
         if etype == _STRING:
-            if count > (len(self._buf) - self._pos) // 8:  # each string needs its 8-byte length
+            if count > self._remaining() // 8:  # each string needs its 8-byte length
                 raise self._fail(f"an array of {count} strings runs past the end of the file")
             return [self._string() for _ in range(count)]
         raise self._fail(f"unsupported array element type {etype}")
 
     # ------------------------------------------------------------------ structure
     def _parse(self) -> None:
-        if bytes(self._take(4)) != b"GGUF":
-            raise ModelLoadError(f"{self.path} is not a GGUF file (bad magic)")
+        if len(self._buf) < 4 or bytes(self._buf[:4]) != b"GGUF":
+            raise CheckpointError(f"{self.path} is not a GGUF file (bad magic)")
+        self._pos = 4
         version = self._scalar("I")
         if version & 0xFFFF == 0 and version:  # written big-endian (GGUF for s390x)
             self.byteorder = ">"
             version = int.from_bytes(version.to_bytes(4, "little"), "big")
         if version not in (2, 3):
             raise self._fail(f"unsupported GGUF version {version} (2 and 3 are read)")
+        self.version = version
         n_tensors, n_kv = self._scalar("Q"), self._scalar("Q")
-        if n_kv > MAX_KV or n_tensors > MAX_TENSORS:
-            raise self._fail(f"implausible counts: {n_kv} key/values, {n_tensors} tensors")
+        if n_kv > MAX_KV or n_kv > self._remaining() // _MIN_KV_BYTES:
+            raise self._fail(f"implausible key/value count {n_kv}")
+        if n_tensors > MAX_TENSORS or n_tensors > self._remaining() // _MIN_TENSOR_INFO_BYTES:
+            raise self._fail(f"implausible tensor count {n_tensors}")
         for _ in range(n_kv):
-            key = self._string()
+            key = self._string(MAX_KEY, "a metadata key")
+            if not key:
+                raise self._fail("a metadata key is empty")
             if key in self.metadata:
                 raise self._fail(f"duplicate key {key!r}")
-            self.metadata[key] = self._value(self._scalar("I"))
+            vtype = self._scalar("I")
+            self.metadata[key] = self._value(vtype)
+            self.value_types[key] = vtype
         raw = [self._tensor_info() for _ in range(n_tensors)]
         align = self.metadata.get("general.alignment", 32)
-        if not isinstance(align, int) or align <= 0 or align & (align - 1):
-            raise self._fail(f"general.alignment must be a power of two, got {align!r}")
-        data_start = -(-self._pos // align) * align
-        self._place(raw, data_start, align)
+        if isinstance(align, bool) or not isinstance(align, int):
+            raise self._fail(f"general.alignment must be an integer, got {align!r}")
+        if align <= 0 or align & (align - 1) or align > MAX_ALIGN:
+            raise self._fail(
+                f"general.alignment must be a power of two <= {MAX_ALIGN}, got {align}"
+            )
+        self.data_start = -(-self._pos // align) * align
+        if self.data_start > len(self._buf) and raw:
+            raise self._fail("the tensor data section starts past the end of the file")
+        self._place(raw, align)
 
     def _tensor_info(self) -> tuple[str, tuple[int, ...], int, int]:
-        name = self._string()
+        name = self._string(MAX_NAME, "a tensor name")
+        if not name:
+            raise self._fail("a tensor name is empty")
         n_dims = self._scalar("I")
         if not 1 <= n_dims <= MAX_DIMS:
-            raise self._fail(f"tensor {name!r} has {n_dims} dimensions")
+            raise self._fail(f"tensor {name!r} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")
         dims = tuple(self._scalar("Q") for _ in range(n_dims))
         qtype, offset = self._scalar("I"), self._scalar("Q")
         return name, dims, qtype, offset
 
-    def _place(self, raw, data_start: int, align: int) -> None:
+    def _tensor_bytes(self, name: str, dims: tuple[int, ...], qtype: int) -> int:
         import gguf
 
+        try:
+            block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(qtype)]
+        except (ValueError, KeyError):
+            raise self._fail(f"tensor {name!r} has unknown type {qtype}") from None
+        limit = len(self._buf) * block  # no tensor can hold more values than this file
+        count = 1
+        for d in dims:
+            if d == 0 or d > limit:
+                raise self._fail(f"tensor {name!r} has dimension {d}")
+            count *= d
+            if count > limit:
+                raise self._fail(f"tensor {name!r} of shape {dims} is larger than the file")
+        if dims[0] % block:
+            raise self._fail(f"tensor {name!r}: row length {dims[0]} is not a multiple of {block}")
+        return count // block * type_size
+
+    def _place(self, raw: list[tuple[str, tuple[int, ...], int, int]], align: int) -> None:
         spans = []
         for name, dims, qtype, rel in raw:
             if name in self.tensors:
                 raise self._fail(f"duplicate tensor name {name!r}")
-            try:
-                block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(qtype)]
-            except (ValueError, KeyError):
-                raise self._fail(f"tensor {name!r} has unknown type {qtype}") from None
-            count = 1
-            for d in dims:
-                if d == 0 or d > len(self._buf) * block:
-                    raise self._fail(f"tensor {name!r} has dimension {d}")
-                count *= d
-            if dims[0] % block or count // block * type_size > len(self._buf):
-                raise self._fail(f"tensor {name!r} of shape {dims} does not fit the file")
-            nbytes = count // block * type_size
-            start = data_start + rel
-            if rel % align or start + nbytes > len(self._buf):
-                raise self._fail(f"tensor {name!r} lies outside the data section")
-            spans.append((start, start + nbytes, name))
+            nbytes = self._tensor_bytes(name, dims, qtype)
+            start = self.data_start + rel
+            if rel % align:
+                raise self._fail(f"tensor {name!r} has offset {rel}, not a multiple of {align}")
+            if start + nbytes > len(self._buf):
+                raise self._fail(f"tensor {name!r} lies outside the file")
+            spans.append((rel, rel + nbytes, name))
             self.tensors[name] = TensorInfo(name, tuple(reversed(dims)), qtype, start, nbytes)
         spans.sort()
-        for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
-            if start < end:
-                raise self._fail(f"tensors {a!r} and {b!r} overlap")
+        expected = 0
+        for start, end, name in spans:
+            if start < expected:
+                raise self._fail(f"tensor {name!r} overlaps the tensor before it")
+            if start > expected:
+                raise self._fail(f"a gap of {start - expected} bytes lies before tensor {name!r}")
+            expected = -(-end // align) * align
+        trailing = len(self._buf) - self.data_start - (spans[-1][1] if spans else 0)
+        if spans and trailing > align:
+            raise self._fail(f"{trailing} unexplained bytes follow the last tensor")
 
     # ------------------------------------------------------------------ data
     def raw(self, name: str) -> np.ndarray:
@@ -178,24 +232,65 @@ class GGUFFile:
         arr = np.frombuffer(self._map, dtype=np.uint8, count=info.nbytes, offset=info.offset)
         return arr.reshape(*info.shape[:-1], -1)
 
-    def dequantize(self, name: str) -> np.ndarray:
-        """float32 array of the tensor's values in row-major order, whatever its stored type."""
+    def _dequantize_rows(self, data: np.ndarray, info: TensorInfo) -> np.ndarray:
         import gguf
         from gguf.quants import dequantize
 
-        info = self.tensors[name]
         qtype = gguf.GGMLQuantizationType(info.qtype)
         if self.byteorder != "<":
-            raise ModelLoadError(f"{self.path} is big-endian; its tensor data cannot be read here")
+            raise CheckpointError(f"{self.path} is big-endian; its tensor data cannot be read here")
         try:
-            out = dequantize(self.raw(name), qtype)
+            return np.asarray(dequantize(data, qtype), dtype=np.float32)
         except NotImplementedError:
-            raise ModelLoadError(
-                f"tensor {name} has type {qtype.name}, which cannot be dequantized; "
-                "re-quantize the file with a common type (Q8_0, Q4_K, ...)"
+            raise CheckpointError(
+                f"{self.path}: tensor {info.name} has type {qtype.name}, which cannot be "
+                "dequantized; re-quantize the file with a common type (Q8_0, Q4_K, ...)"
             ) from None
-        return np.asarray(out, dtype=np.float32).reshape(info.shape)
+
+    def dequantize(self, name: str) -> np.ndarray:
+        """float32 array of the tensor's values in row-major order, whatever its stored type."""
+        info = self.tensors[name]
+        return self._dequantize_rows(self.raw(name), info).reshape(info.shape)
+
+    def load(
+        self,
+        name: str,
+        dtype: torch.dtype,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The tensor as a new `dtype` tensor, dequantized a few rows at a time.
+
+        `transform` maps each float32 chunk before the cast (e.g. the norm offset). The file's
+        pages are dropped from memory once copied, so peak memory is the output plus one chunk.
+        """
+        info = self.tensors[name]
+        data = self.raw(name).reshape(-1, info.nbytes // _rows(info.shape))
+        out = torch.empty(info.shape, dtype=dtype)
+        flat = out.view(-1, info.shape[-1])
+        step = max(1, _CHUNK_ELEMENTS // info.shape[-1])
+        for r0 in range(0, flat.shape[0], step):
+            rows = self._dequantize_rows(data[r0 : r0 + step], info)
+            chunk = torch.from_numpy(np.require(rows.reshape(-1, info.shape[-1]), requirements="W"))
+            flat[r0 : r0 + step] = transform(chunk) if transform else chunk
+        self.release(info.offset, info.nbytes)
+        return out
+
+    def release(self, offset: int, nbytes: int) -> None:
+        """Drop the file pages of a byte range from this process's memory (they stay on disk)."""
+        start = offset - offset % mmap.PAGESIZE
+        if hasattr(self._map, "madvise") and nbytes:
+            try:
+                self._map.madvise(mmap.MADV_DONTNEED, start, offset + nbytes - start)
+            except (OSError, ValueError):
+                pass  # advisory only: memory stays higher, nothing is wrong
 
     def close(self) -> None:
         self._buf.release()
         self._map.close()
+
+
+def _rows(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape[:-1]:
+        n *= d
+    return n

@@ -28,6 +28,27 @@ GGUF_TO_OURS: dict[str, str] = {
     "blk.{}.post_ffw_norm.weight": "layers.{}.post_feedforward_layernorm.weight",
 }
 
+# gemma_pytorch (.ckpt) state-dict keys -> Hugging Face keys (then mapped by `hf_to_ours`). Its
+# fused `qkv_proj` is split into q/k/v by the loader; the rest is a rename.
+_L = "model.layers.{}."
+CKPT_TO_HF: dict[str, str] = {
+    "embedder.weight": "model.embed_tokens.weight",
+    "model.norm.weight": "model.norm.weight",
+    _L + "self_attn.qkv_proj.weight": _L + "self_attn.qkv_proj.weight",
+    _L + "self_attn.o_proj.weight": _L + "self_attn.o_proj.weight",
+    _L + "self_attn.query_norm.weight": _L + "self_attn.q_norm.weight",
+    _L + "self_attn.key_norm.weight": _L + "self_attn.k_norm.weight",
+    _L + "mlp.gate_proj.weight": _L + "mlp.gate_proj.weight",
+    _L + "mlp.up_proj.weight": _L + "mlp.up_proj.weight",
+    _L + "mlp.down_proj.weight": _L + "mlp.down_proj.weight",
+    _L + "input_layernorm.weight": _L + "input_layernorm.weight",
+    _L + "post_attention_layernorm.weight": _L + "post_attention_layernorm.weight",
+    _L + "pre_feedforward_layernorm.weight": _L + "pre_feedforward_layernorm.weight",
+    _L + "post_feedforward_layernorm.weight": _L + "post_feedforward_layernorm.weight",
+}
+# The fused attention projection of a gemma_pytorch layer, as our name with `{}` for q/k/v.
+CKPT_QKV = "layers.{}.self_attn.qkv_proj.weight"
+
 # Prefixes under which Hugging Face checkpoints keep the text decoder (CausalLM, and the
 # multimodal Gemma 3 classes of transformers 4.x and 5.x).
 HF_PREFIXES = ("model.language_model.", "language_model.model.", "model.")
@@ -44,15 +65,41 @@ def _compile(table: dict[str, str]) -> list[tuple[re.Pattern[str], str]]:
 
 
 _GGUF = _compile(GGUF_TO_OURS)
+_OURS_TO_GGUF = _compile({v: k for k, v in GGUF_TO_OURS.items()})
+_CKPT = _compile(CKPT_TO_HF)
 
 
-def gguf_to_ours(name: str) -> str | None:
-    """Our name for a GGUF tensor name, or None when the name is not a Gemma tensor."""
-    for pattern, dst in _GGUF:
+def _lookup(table: list[tuple[re.Pattern[str], str]], name: str) -> str | None:
+    for pattern, dst in table:
         m = pattern.match(name)
         if m:
             return dst.replace("{}", m.group(1)) if m.groups() else dst
     return None
+
+
+def gguf_to_ours(name: str) -> str | None:
+    """Our name for a GGUF tensor name, or None when the name is not a Gemma tensor."""
+    return _lookup(_GGUF, name)
+
+
+def ours_to_gguf(name: str) -> str:
+    """The llama.cpp GGUF name of one of our tensor names."""
+    out = _lookup(_OURS_TO_GGUF, name)
+    if out is None:
+        raise KeyError(f"no GGUF name for tensor {name}")
+    return out
+
+
+def ckpt_to_hf(name: str) -> str | None:
+    """The Hugging Face key of a gemma_pytorch key, or None when it is not a Gemma tensor."""
+    return _lookup(_CKPT, name)
+
+
+def ours_to_hf(name: str, sandwich_norm: bool) -> str:
+    """The Hugging Face key (`model.` prefix, transformers' norm names) of one of our names."""
+    if not sandwich_norm:
+        name = name.replace(".pre_feedforward_layernorm.", ".post_attention_layernorm.")
+    return "model." + name
 
 
 def hf_to_ours(name: str, sandwich_norm: bool) -> str | None:

@@ -1,0 +1,131 @@
+"""Write a GGUF file that llama.cpp, `transformers`' GGUF loader and opengemma all read.
+
+Metadata follows llama.cpp's Gemma converters: the architecture's hyper-parameters, the
+SentencePiece vocabulary (`tokenizer.ggml.*`, model "llama") and `general.file_type`. Norm weights
+are stored as w + 1, llama.cpp's convention for Gemma. Fields llama.cpp derives from the
+architecture instead of reading (the query scale, the local RoPE base) are also written under
+`opengemma.*`, so configs that differ from the published models survive a round trip. Tensors
+are quantized and written one at a time into a temporary file that is renamed when complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
+
+from opengemma.checkpoint.keymap import is_norm, ours_to_gguf
+from opengemma.checkpoint.quantize import FILE_TYPE, quantize, storage_type
+from opengemma.checkpoint.writing import atomic_path
+from opengemma.config import GemmaConfig
+
+QPAS_KEY = "opengemma.query_pre_attn_scalar"
+LOCAL_BASE_KEY = "opengemma.rope_local_freq_base"
+# SentencePiece piece type -> gguf token type. llama.cpp's Gemma converter marks <unk> CONTROL
+# (the unknown id is carried by tokenizer.ggml.unknown_token_id), as in its published files.
+_SPM_TO_GGUF_TYPE = {1: 1, 2: 3, 3: 3, 4: 4, 5: 5, 6: 6}
+
+
+def _add_hparams(w: GGUFWriter, cfg: GemmaConfig) -> None:
+    arch = cfg.family
+    w.add_uint32(f"{arch}.context_length", cfg.max_position_embeddings)
+    w.add_uint32(f"{arch}.embedding_length", cfg.hidden_size)
+    w.add_uint32(f"{arch}.block_count", cfg.num_layers)
+    w.add_uint32(f"{arch}.feed_forward_length", cfg.intermediate_size)
+    w.add_uint32(f"{arch}.attention.head_count", cfg.num_heads)
+    w.add_uint32(f"{arch}.attention.head_count_kv", cfg.num_kv_heads)
+    w.add_uint32(f"{arch}.attention.key_length", cfg.head_dim)
+    w.add_uint32(f"{arch}.attention.value_length", cfg.head_dim)
+    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", cfg.rms_norm_eps)
+    if arch != "gemma":
+        w.add_float32(f"{arch}.rope.freq_base", cfg.rope_theta)
+        w.add_uint32(f"{arch}.attention.sliding_window", cfg.sliding_window or 0)
+        w.add_array(f"{arch}.attention.sliding_window_pattern",
+                    [k == "sliding" for k in cfg.layer_types])  # fmt: skip
+    if cfg.attn_logit_softcap is not None:
+        w.add_float32(f"{arch}.attn_logit_softcapping", cfg.attn_logit_softcap)
+    if cfg.final_logit_softcap is not None:
+        w.add_float32(f"{arch}.final_logit_softcapping", cfg.final_logit_softcap)
+    if cfg.rope_scaling != 1.0:
+        w.add_string(f"{arch}.rope.scaling.type", "linear")
+        w.add_float32(f"{arch}.rope.scaling.factor", cfg.rope_scaling)
+    w.add_float32(QPAS_KEY, float(cfg.query_pre_attn_scalar))
+    w.add_float32(LOCAL_BASE_KEY, cfg.rope_local_theta)
+
+
+def _add_tokenizer(w: GGUFWriter, proto, cfg: GemmaConfig) -> None:
+    """SentencePiece ModelProto -> tokenizer.ggml.* (llama.cpp spells user-defined '▁' as ' ')."""
+    tokens, scores, types = [], [], []
+    for p in proto.pieces:
+        piece = p.piece.replace("\u2581", " ") if p.type == 4 else p.piece
+        tokens.append(piece)
+        scores.append(p.score)
+        types.append(_SPM_TO_GGUF_TYPE.get(p.type, 1))
+    spec = proto.trainer_spec
+    w.add_string("tokenizer.ggml.model", "llama")
+    w.add_string("tokenizer.ggml.pre", "default")
+    w.add_array("tokenizer.ggml.tokens", tokens)
+    w.add_array("tokenizer.ggml.scores", scores)
+    w.add_array("tokenizer.ggml.token_type", types)
+    w.add_uint32(
+        "tokenizer.ggml.bos_token_id", spec.bos_id if spec.bos_id >= 0 else cfg.bos_token_id
+    )
+    w.add_uint32(
+        "tokenizer.ggml.eos_token_id", spec.eos_id if spec.eos_id >= 0 else cfg.eos_token_id
+    )
+    w.add_uint32("tokenizer.ggml.unknown_token_id", max(spec.unk_id, 0))
+    w.add_uint32(
+        "tokenizer.ggml.padding_token_id", spec.pad_id if spec.pad_id >= 0 else cfg.pad_token_id
+    )
+    w.add_bool("tokenizer.ggml.add_bos_token", True)
+    w.add_bool("tokenizer.ggml.add_sep_token", False)
+    w.add_bool("tokenizer.ggml.add_eos_token", False)
+    w.add_bool("tokenizer.ggml.add_space_prefix", False)
+
+
+def _stored(t: torch.Tensor, name: str, qtype: GGMLQuantizationType) -> np.ndarray:
+    """The bytes (or numbers) GGUF stores for one of our tensors."""
+    x = t.detach().to(torch.float32)
+    if is_norm(name):
+        x = x + 1.0  # llama.cpp's Gemma convention
+    return quantize(x.numpy(), qtype)
+
+
+def write_gguf(
+    config: GemmaConfig,
+    tensors: dict[str, torch.Tensor],
+    dst: Path,
+    qtype: GGMLQuantizationType = GGMLQuantizationType.F16,
+    tokenizer_proto=None,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, str]:
+    """Write `tensors` (our names) as a GGUF file at `dst`; returns name -> stored type name.
+
+    `qtype` is the type of the 2-D tensors (those whose rows it cannot divide fall back to
+    Q8_0 or F16); 1-D tensors are F32. `tokenizer_proto` is a SentencePiece ModelProto.
+    """
+    plan = {n: storage_type(tuple(t.shape), qtype) for n, t in tensors.items()}
+    with atomic_path(dst, overwrite, is_dir=False) as out:
+        w = GGUFWriter(out, config.family)
+        w.add_type("model")
+        w.add_name(name or f"{config.family} ({config.num_layers} layers)")
+        _add_hparams(w, config)
+        if tokenizer_proto is not None:
+            _add_tokenizer(w, tokenizer_proto, config)
+        w.add_uint32("general.file_type", FILE_TYPE.get(qtype, 1))
+        w.add_uint32("general.quantization_version", 2)
+        for n, t in tensors.items():
+            block, size = GGML_QUANT_SIZES[plan[n]]
+            shape = tuple(t.shape)
+            nbytes = int(np.prod(shape)) // block * size
+            w.add_tensor_info(ours_to_gguf(n), shape, np.dtype(np.float32), nbytes, plan[n])
+        w.write_header_to_file(out)
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for n, t in tensors.items():
+            w.write_tensor_data(_stored(t, n, plan[n]))
+        w.close()
+    return {n: q.name for n, q in plan.items()}
