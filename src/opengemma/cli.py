@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "list": ("opengemma.checkpoint.hub_cli", "list_app", "List models pulled into the local cache"),
     "serve": ("opengemma.server.cli", "app", "Serve a model over the OpenAI API (+ Vertex AI)."),
     "tune": ("opengemma.tune.cli", "app", "Fine-tune with LoRA / QLoRA; PEFT adapters out."),
+    "merge": ("opengemma.tune.merge_cli", "app", "Fold a LoRA adapter into a model and export."),
 }
 
 

@@ -31,6 +31,17 @@ def _tokenizer_proto(ckpt):
     return build_tokenizer(ckpt).model_proto
 
 
+def _merged(ckpt, adapter: str | Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors with a LoRA adapter folded in (merged in float32)."""
+    from opengemma.api import build_model
+    from opengemma.tune.lora import load_adapter, unload
+
+    model = build_model(ckpt, torch.float32, "cpu")
+    load_adapter(model, adapter, merge_weights=True)
+    unload(model, keep_merged=True)
+    return {name: t.detach().to(dtype) for name, t in model.state_dict().items()}
+
+
 def convert(
     src: str | Path,
     dst: str | Path,
@@ -39,11 +50,13 @@ def convert(
     quant: str | None = None,
     variant: str | None = None,
     overwrite: bool = False,
+    adapter: str | Path | None = None,
 ) -> ConvertResult:
     """Convert `src` to `to` ("hf" or "gguf") at `dst`.
 
     `dtype` (f32, bf16, f16) is the stored float type; `quant` (q8_0, q4_0, q4_k, q6_k, ...)
     quantizes a GGUF output's matrices. `variant` names the preset of a .ckpt source.
+    `adapter` (a PEFT-format LoRA directory) is merged into the weights before writing.
     """
     if to not in ("hf", "gguf"):
         raise CheckpointError(f"unknown output format {to!r}; use --to hf or --to gguf")
@@ -60,7 +73,9 @@ def convert(
 
         qtype = parse_type(quant)
         torch_dtype = torch.float32 if dtype == "f32" else torch.bfloat16
-    ckpt = load_checkpoint(src_path, torch_dtype, variant)
+    ckpt = load_checkpoint(src_path, torch.float32 if adapter else torch_dtype, variant)
+    if adapter is not None:
+        ckpt.tensors = _merged(ckpt, adapter, torch_dtype)
     proto = _tokenizer_proto(ckpt)
     if to == "hf":
         from opengemma.checkpoint.hf_writer import write_hf
