@@ -17,9 +17,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from opengemma.checkpoint.convert import convert  # noqa: E402
 from tests.checkpoint.conftest import tiny_tokenizer_proto  # noqa: E402
 from tests.tiny import build_reference, family_config, random_ids, save_reference  # noqa: E402
+
+from opengemma.checkpoint.convert import convert  # noqa: E402
 
 
 def main() -> int:
