@@ -27,7 +27,7 @@ run: install
 	$(VENV)/bin/opengemma run "$(PROMPT)" --max-tokens 48
 
 test: install-dev
-	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(PY) -m pytest -q --durations=25 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests bench
