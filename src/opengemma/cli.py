@@ -18,6 +18,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "convert": ("opengemma.checkpoint.convert_cli", "app", "Convert between GGUF and HF formats."),
     "pull": ("opengemma.checkpoint.hub_cli", "pull_app", "Fetch a model from the Hugging Face Hub"),
     "list": ("opengemma.checkpoint.hub_cli", "list_app", "List models pulled into the local cache"),
+    "guard": ("opengemma.safety.guard_cli", "app", "Score text against safety policies."),
+    "watermark": ("opengemma.safety.watermark_cli", "app", "SynthID Text watermark keys/detect."),
     "serve": ("opengemma.server.cli", "app", "Serve a model over the OpenAI API (+ Vertex AI)."),
     "tune": ("opengemma.tune.cli", "app", "Fine-tune with LoRA / QLoRA; PEFT adapters out."),
     "merge": ("opengemma.tune.merge_cli", "app", "Fold a LoRA adapter into a model and export."),
