@@ -23,6 +23,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "serve": ("opengemma.server.cli", "app", "Serve a model over the OpenAI API (+ Vertex AI)."),
     "tune": ("opengemma.tune.cli", "app", "Fine-tune with LoRA / QLoRA; PEFT adapters out."),
     "merge": ("opengemma.tune.merge_cli", "app", "Fold a LoRA adapter into a model and export."),
+    "bench": ("opengemma.benchmark", "app", "Speed and perplexity vs llama.cpp and transformers."),
     "eval": ("opengemma.eval.cli", "app", "lm-eval tasks, perplexity, side-by-side compare."),
 }
 

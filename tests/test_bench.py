@@ -1,0 +1,132 @@
+"""`opengemma bench` on the embedded model, opengemma alone, at tiny sizes.
+
+Peers (llama.cpp, transformers) are not needed here; timings are never asserted. What is
+checked: the harness feeds the engine the token ids it claims, the greedy tokens and the
+perplexity it reports agree with an independent in-process computation, the derived figures
+(prefill rate, bound, fractions) follow from the raw ones, and the outputs are well formed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from opengemma.benchmark import DEFAULT_TEXT, weight_bytes
+from opengemma.benchmark.harness import prepare_inputs, spawn
+from opengemma.cli import main
+
+PROMPT, DECODE, WINDOW = 24, 4, 32
+
+
+def test_weight_bytes_counts_each_storage_once():
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(100, 8)
+            self.out = nn.Linear(8, 100)
+            self.out.weight = self.embed.weight  # tied: one storage
+            self.register_buffer("table", torch.zeros(10))
+
+    model = Tied()
+    assert weight_bytes(model) == (100 * 8 + 100 + 10) * 4
+    assert weight_bytes(model.to(torch.bfloat16)) == (100 * 8 + 100 + 10) * 2
+
+
+def test_every_engine_gets_the_same_well_formed_ids(embedded_path):
+    from opengemma.tokenizer import Tokenizer
+
+    text = DEFAULT_TEXT.read_text(encoding="utf-8")
+    tok = Tokenizer.from_gguf(embedded_path)
+    body, bos = tok.encode_plain(text), tok.bos_id
+    assert len(body) > 1024  # enough prose for a 512-token prompt without repeating it
+    inputs = prepare_inputs(embedded_path, text, 512, 8, 64, 512, 0)
+    assert inputs["prompt_ids"] == [bos] + body[:511]
+    batch = inputs["batch_ids"]
+    assert [len(p) for p in batch] == [64] * 8 and all(p[0] == bos for p in batch)
+    assert len({tuple(p) for p in batch}) == 8  # cut at different offsets
+    windows = inputs["windows"]
+    assert all(w[0] == bos and 16 <= len(w) <= 512 for w in windows)
+    scored = [t for w in windows for t in w[1:]]
+    assert scored == body[: len(scored)] and len(scored) > len(body) - 16
+    short = prepare_inputs(
+        embedded_path,
+        "One two three four five six seven eight nine ten eleven twelve.",
+        40,
+        2,
+        30,
+        64,
+        0,
+    )
+    assert len(short["prompt_ids"]) == 40 and [len(p) for p in short["batch_ids"]] == [30, 30]
+
+
+def test_failed_child_is_reported_not_raised():
+    result = spawn({"engine": "no-such-engine"}, timeout_s=60)
+    assert "exit status 1" in result["error"] and "KeyError" in result["error"]
+
+
+def test_bad_options_are_one_line_errors(capsys, tmp_path):
+    assert main(["bench", "--engines", "vllm", "--threads", "1"]) == 1
+    assert "unknown engines ['vllm']" in capsys.readouterr().err
+    assert main(["bench", "--text", str(tmp_path / "missing.txt")]) == 1
+    assert "pass --text FILE" in capsys.readouterr().err
+    assert main(["bench", "--threads", "two"]) == 1
+    assert "--threads takes a count" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    args = ["bench", "--engines", "opengemma", "--threads", "1", "--prompt-tokens", str(PROMPT),
+            "--decode-tokens", str(DECODE), "--repeats", "2", "--batch", "2", "--batch-tokens",
+            "8", "--ppl-window", str(WINDOW), "--ppl-max-windows", "2", "--bandwidth-mib", "32",
+            "--json", str(out / "r.json"), "--markdown", str(out / "r.md")]  # fmt: skip
+    assert main(args) == 0
+    return json.loads((out / "r.json").read_text()), (out / "r.md").read_text()
+
+
+@pytest.mark.slow
+def test_greedy_tokens_and_figures(bench_run, lm):
+    doc, _ = bench_run
+    setting = doc["settings"][0]
+    raw, row = setting["raw"]["opengemma"], setting["engines"]["opengemma"]
+    body = lm.tokenizer.encode_plain(DEFAULT_TEXT.read_text(encoding="utf-8"))
+    prompt = [lm.tokenizer.bos_id] + body[: PROMPT - 1]
+    expected = []
+    ids = torch.tensor([prompt])
+    for _ in range(DECODE + 1):  # the prefill's token, then DECODE steps
+        token = int(lm.model(ids)[0, -1].argmax())
+        expected.append(token)
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    assert raw["tokens"] == expected
+    assert len(raw["decode_tps"]) == len(raw["ttft_s"]) == len(raw["batch_tps"]) == 2
+    assert row["prefill_tps"] == pytest.approx(PROMPT / row["ttft_s"])
+    held = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    assert raw["weight_bytes"] == held
+    assert held < raw["peak_rss"] <= raw["peak_rss_total"]  # the float32 weights are resident
+    gbs = setting["bandwidth"]["gbs"]
+    assert setting["bound_tps"] == pytest.approx(gbs * 1e9 / held)
+    assert setting["stored_bound_tps"] == pytest.approx(gbs * 1e9 / doc["stored_bytes"])
+    assert row["frac_bound"] == pytest.approx(row["decode_tps"] / setting["bound_tps"])
+
+
+@pytest.mark.slow
+def test_perplexity_matches_an_independent_computation(bench_run, lm):
+    doc, markdown = bench_run
+    body = lm.tokenizer.encode_plain(DEFAULT_TEXT.read_text(encoding="utf-8"))
+    nll, count = 0.0, 0
+    for start in (0, WINDOW - 1):
+        ids = [lm.tokenizer.bos_id] + body[start : start + WINDOW - 1]
+        logp = F.log_softmax(lm.logits(ids).double(), dim=-1)
+        nll -= float(logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
+        count += len(ids) - 1
+    reported = doc["perplexity"]["opengemma"]
+    assert reported["tokens"] == count == 2 * (WINDOW - 1)
+    assert reported["ppl"] == pytest.approx(math.exp(nll / count), rel=1e-4)
+    speed_md, ppl_md = markdown.split("perplexity on the same")
+    assert "| opengemma | 1/1 |" in speed_md and "| opengemma | " in ppl_md
