@@ -101,3 +101,18 @@ def test_usage_and_unknown_verb():
     assert opengemma("--help").returncode == 0
     proc = opengemma("frobnicate")
     assert proc.returncode == 2 and "unknown verb" in proc.stderr
+
+
+@pytest.mark.slow
+def test_run_with_watermark_is_detected(tmp_path, lm):
+    from opengemma.safety.watermark import WatermarkConfig, detect
+
+    keys = tmp_path / "keys.json"
+    assert opengemma("watermark", "keygen", "-o", str(keys)).returncode == 0
+    proc = opengemma("run", "Write a short story about a lighthouse keeper.", "-q",
+                     "--max-tokens", "60", "--temperature", "1", "--top-k", "40", "--seed", "3",
+                     "--watermark", str(keys))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert detect(proc.stdout, WatermarkConfig.load(keys), lm.tokenizer).p_value < 1e-3
+    bad = opengemma("run", "hi", "--watermark", str(tmp_path / "missing.json"))
+    assert_one_line_error(bad)

@@ -113,11 +113,23 @@ class LM:
         prompt_ids: Sequence[int],
         max_tokens: int = 256,
         stop: Sequence[str] | str | None = None,
+        watermark: Any = None,
         **sampling: Any,
     ) -> Iterator[GenerationChunk]:
-        """Stream a continuation of token ids; `sampling` are SamplingParams fields."""
+        """Stream a continuation of token ids; `sampling` are SamplingParams fields.
+
+        `watermark`: a `opengemma.safety.watermark.WatermarkConfig` (SynthID Text) to embed a
+        detectable watermark; it needs sampling (temperature > 0).
+        """
         params = SamplingParams(**sampling)
-        sampler = Sampler(params, prompt_len=len(prompt_ids))
+        extra = []
+        if watermark is not None:
+            from opengemma.safety.watermark import WatermarkProcessor
+
+            if params.greedy:
+                raise InvalidRequestError("watermarking needs sampling: set temperature > 0")
+            extra.append(WatermarkProcessor(watermark))  # one per sequence: it keeps history
+        sampler = Sampler(params, extra=extra, prompt_len=len(prompt_ids))
         stops = [stop] if isinstance(stop, str) else list(stop or ())
         return stream_generate(self.model, self.tokenizer, prompt_ids, sampler, max_tokens,
                                stops, self.stop_ids)  # fmt: skip

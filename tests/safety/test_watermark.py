@@ -166,3 +166,19 @@ def test_binomial_tail_is_exact():
         exact = sum(Fraction(math.comb(n, i)) * q**i * (1 - q) ** (n - i) for i in range(k, n + 1))
         assert _binomial_sf(k, n, float(q)) == pytest.approx(float(exact), rel=1e-9)
     assert _binomial_sf(0, 5, 0.5) == 1.0 and _binomial_sf(6, 5, 0.5) == 0.0
+
+
+def test_lm_generate_with_watermark_is_detected(lm):
+    """lm.generate(..., watermark=cfg) embeds a watermark the detector finds; plain text not."""
+    from opengemma.errors import InvalidRequestError
+    from opengemma.safety.watermark import detect, keygen
+
+    cfg = keygen(depth=20)
+    prompt = "Write a short story about a lighthouse keeper."
+    kw = dict(max_tokens=60, temperature=1.0, top_k=40, seed=5)
+    marked = lm.generate(prompt, watermark=cfg, **kw)
+    plain = lm.generate(prompt, **kw)
+    assert detect(marked, cfg, lm.tokenizer).p_value < detect(plain, cfg, lm.tokenizer).p_value
+    assert detect(marked, cfg, lm.tokenizer).p_value < 1e-3
+    with pytest.raises(InvalidRequestError, match="sampling"):
+        lm.generate(prompt, watermark=cfg, max_tokens=4)

@@ -44,6 +44,9 @@ def run(
     dtype: str = typer.Option(None, help=DTYPE_HELP),
     quant: str = typer.Option("auto", help=QUANT_HELP),
     adapter: str = typer.Option(None, help=ADAPTER_HELP),
+    watermark: str = typer.Option(
+        None, help="Embed a SynthID Text watermark with these keys (opengemma watermark keygen)."
+    ),
     threads: str = typer.Option(None, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
 ) -> None:
@@ -53,8 +56,12 @@ def run(
     prompt = _read_prompt(prompt, file)
     if not prompt.strip():
         raise InvalidRequestError("the prompt is empty; give some text to continue")
-    lm = load_model(model, dtype, quiet, threads, quant, adapter)
     kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+    if watermark is not None:
+        from opengemma.safety.watermark import WatermarkConfig
+
+        kwargs["watermark"] = WatermarkConfig.load(watermark)
+    lm = load_model(model, dtype, quiet, threads, quant, adapter)
     if chat:
         chunks = lm.chat_stream(
             [{"role": "user", "content": prompt}], max_tokens, stop=stop, **kwargs
