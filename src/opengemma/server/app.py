@@ -4,6 +4,7 @@ HTTP metrics). `create_app(state)` takes a ready ServerState; `build_state` load
 from __future__ import annotations
 
 import hmac
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -52,7 +53,29 @@ def build_state(config: ServerConfig) -> ServerState:
     engine.start()
     grammar = JsonGrammar(lm.tokenizer, sorted(lm.stop_ids))
     threading.Thread(target=grammar.warm, name="opengemma-grammar", daemon=True).start()
-    return ServerState(config, lm, engine, model_id, metrics, grammar, created=int(time.time()))
+    state = ServerState(config, lm, engine, model_id, metrics, grammar, created=int(time.time()))
+    state.guard = build_guard(config, lm)
+    return state
+
+
+def build_guard(config: ServerConfig, lm):
+    """The policy classifier for --guard: its own checkpoint, or the served model's weights
+    (a separate float32 copy when the served weights are int8 blocks)."""
+    if not config.guard:
+        return None
+    from opengemma.safety.classifier import SafetyClassifier
+    from opengemma.safety.guard import Guard
+    from opengemma.safety.policies import resolve_policies
+
+    if config.guard_model is not None or getattr(lm, "quant", "none") != "none":
+        classifier = SafetyClassifier.load(config.guard_model or config.model)
+    else:
+        classifier = SafetyClassifier(lm)
+    policies = resolve_policies(list(config.guard_policies) or None)
+    guard = Guard(classifier, policies, config.guard_threshold)
+    if guard.note:
+        print(f"opengemma serve: {guard.note}", file=sys.stderr, flush=True)
+    return guard
 
 
 class Guard:

@@ -101,6 +101,14 @@ def main(
     request_timeout: float = typer.Option(600.0, help="Per-request deadline (seconds)."),
     drain_timeout: float = typer.Option(30.0, help="SIGTERM grace for in-flight requests (s)."),
     max_body_bytes: int = typer.Option(1_500_000, min=1, help="Largest request body."),
+    guard: str = typer.Option(
+        None, help="Policy checks: input, output or input,output (ShieldGemma prompt format)."
+    ),
+    guard_model: str = typer.Option(None, help="Classifier checkpoint [default: the model]."),
+    guard_policy: list[str] = typer.Option(  # noqa: B008
+        None, help="Policy name or JSON file (repeatable) [default: the four standard ones]."
+    ),
+    guard_threshold: float = typer.Option(0.5, help="Block at or above this P(violation)."),
     api_key: list[str] = typer.Option(  # noqa: B008
         None,
         help="Require `Authorization: Bearer KEY` "
@@ -115,6 +123,10 @@ def main(
         model_id=served_model_name,
         dtype=dtype,
         quant=quant,
+        guard=_guard_stages(guard),
+        guard_model=guard_model,
+        guard_policies=tuple(guard_policy or ()),
+        guard_threshold=guard_threshold,
         device=device,
         host=host,
         port=port,
@@ -130,3 +142,13 @@ def main(
     if api_key:
         config.api_keys = tuple(config.api_keys) + tuple(api_key)
     serve(config)
+
+
+def _guard_stages(spec: str | None) -> tuple[str, ...]:
+    from opengemma.errors import InvalidRequestError
+
+    stages = tuple(s.strip() for s in (spec or "").split(",") if s.strip())
+    unknown = set(stages) - {"input", "output"}
+    if unknown:
+        raise InvalidRequestError(f"--guard takes input, output or input,output, not {spec!r}")
+    return stages

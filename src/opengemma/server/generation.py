@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,9 @@ class Submitted:
 
     handles: list = field(default_factory=list)
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    # response text -> True when the output guard blocks it; events of a choice are then held
+    # back until it finishes (the policy classifier needs the whole response)
+    blocks_output: Callable[[str], bool] | None = None
 
     def abort(self) -> None:
         for handle in self.handles:
@@ -145,6 +148,7 @@ class Submitted:
     async def stream(self, request: Request | None = None) -> AsyncIterator[tuple[int, TokenEvent]]:
         """(choice index, event) until every choice has finished; watches for disconnects."""
         left = len(self.handles)
+        held: dict[int, list[TokenEvent]] = {}
         try:
             while left:
                 try:
@@ -155,9 +159,25 @@ class Submitted:
                     continue
                 if event.finish_reason is not None:
                     left -= 1
-                yield index, event
+                if self.blocks_output is None:
+                    yield index, event
+                    continue
+                held.setdefault(index, []).append(event)
+                if event.finish_reason is None:
+                    continue
+                for out in await self._screen(held.pop(index)):
+                    yield index, out
         finally:
             self.abort()
+
+    async def _screen(self, events: list[TokenEvent]) -> list[TokenEvent]:
+        """A finished choice's events, or one `content_filter` ending if the guard blocks it."""
+        if events[-1].finish_reason not in ("stop", "length"):
+            return events  # errors, aborts and timeouts pass through as they are
+        text = "".join(e.text for e in events)
+        if await asyncio.to_thread(self.blocks_output, text):
+            return [TokenEvent("", -1, "content_filter")]
+        return events
 
 
 def submit(state: ServerState, requests: list[GenerationRequest]) -> Submitted:
@@ -262,3 +282,28 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+async def check_input(state: ServerState, text: str, param: str) -> None:
+    """--guard input: a prompt that violates a policy is refused with 400."""
+    if state.guard is None or "input" not in state.config.guard:
+        return
+    verdict = await asyncio.to_thread(state.guard.check_prompt, text)
+    if verdict.blocked:
+        state.metrics.guard_blocked.labels(**state.metrics.label, stage="input").inc()
+        raise APIError(400, verdict.message(), param, "content_policy_violation")
+
+
+def guard_output(state: ServerState, sub: Submitted, prompt: str) -> None:
+    """--guard output: a response that violates a policy ends with finish_reason content_filter."""
+    if state.guard is None or "output" not in state.config.guard:
+        return
+    guard, metrics = state.guard, state.metrics
+
+    def blocks(text: str) -> bool:
+        blocked = guard.check_response(prompt, text).blocked
+        if blocked:
+            metrics.guard_blocked.labels(**metrics.label, stage="output").inc()
+        return blocked
+
+    sub.blocks_output = blocks

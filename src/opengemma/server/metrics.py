@@ -48,6 +48,12 @@ class Metrics:
             ["model_name", "finished_reason"],
             registry=reg,
         )
+        self.guard_blocked = Counter(
+            f"{p}guard_blocked",
+            "Prompts (stage=input) and responses (stage=output) blocked by the policy guard.",
+            ["model_name", "stage"],
+            registry=reg,
+        )
         self.aborted = Counter(
             f"{p}num_requests_aborted",
             "Requests cut short: client disconnect or deadline.",

@@ -18,9 +18,11 @@ from opengemma.server.errors import bad_request, error_body
 from opengemma.server.generation import (
     Choice,
     Submitted,
+    check_input,
     check_model,
     collect,
     final_error,
+    guard_output,
     plan,
     submit,
     token_info,
@@ -65,6 +67,15 @@ def completion_prompts(state: ServerState, body: CompletionRequest) -> list[list
             )
         return [list(body.prompt)]
     return [tok.encode(p) if p else [] for p in body.prompt]
+
+
+def last_user_text(body: ChatCompletionRequest) -> str:
+    """The newest user turn: what the input guard judges and the output guard pairs with."""
+    for message in reversed(body.messages):
+        if message.role == "user":
+            content = message.content or ""
+            return content if isinstance(content, str) else "".join(p.text for p in content)
+    return ""
 
 
 def chat_prompt(state: ServerState, body: ChatCompletionRequest) -> list[int]:
@@ -148,8 +159,11 @@ async def completions(body: CompletionRequest, request: Request):
     state = state_of(request)
     check_model(state, body.model)
     prompts = completion_prompts(state, body)
+    prompt_text = "\n".join(state.lm.tokenizer.decode(p) for p in prompts)
+    await check_input(state, prompt_text, "prompt")
     reqs = plan(state, body, prompts, body.max_tokens, None, "max_tokens", body.logprobs)
     sub = submit(state, reqs)
+    guard_output(state, sub, prompt_text)
     prompt_tokens = sum(len(p) for p in prompts)
     base = {
         "id": f"cmpl-{uuid.uuid4().hex}",
@@ -189,8 +203,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     top = (body.top_logprobs or 0) if body.logprobs else None
     asked = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+    user_text = last_user_text(body)
+    await check_input(state, user_text, "messages")
     reqs = plan(state, body, [ids], asked, state.config.default_max_tokens, param, top)
     sub = submit(state, reqs)
+    guard_output(state, sub, user_text)
     base = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",

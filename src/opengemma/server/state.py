@@ -35,6 +35,10 @@ class ServerConfig:
     health_route: str | None = None  # Vertex AI: $AIP_HEALTH_ROUTE
     predict_route: str | None = None  # Vertex AI: $AIP_PREDICT_ROUTE
     retry_after: int = 2  # seconds suggested to clients turned away (queue full, draining)
+    guard: tuple[str, ...] = ()  # "input" and/or "output": policy checks on prompts / responses
+    guard_model: str | None = None  # the classifier checkpoint; None: the served model
+    guard_policies: tuple[str, ...] = ()  # names or JSON files; empty: the four standard ones
+    guard_threshold: float = 0.5  # P(violation) at or above which a text is blocked
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> ServerConfig:
@@ -63,6 +67,7 @@ class ServerState:
     json_grammar: JsonGrammar
     draining: bool = False
     created: int = field(default=0)
+    guard: object | None = None  # opengemma.safety.guard.Guard when config.guard is set
 
     @property
     def context(self) -> int:
