@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -67,6 +67,7 @@ class GenerationRequest:
     logprobs: int | None = None  # None: off; k >= 0: the chosen token's and k alternatives'
     constraint: Constraint | None = None
     deadline: float | None = None
+    watermark: Any = None  # a safety.watermark.WatermarkConfig: SynthID Text on sampled output
 
 
 @dataclass
@@ -123,7 +124,12 @@ class _Row:
         self.tokens[: len(req.prompt_ids)] = torch.tensor(list(req.prompt_ids), dtype=torch.long)
         self.n = len(req.prompt_ids)  # tokens in `tokens` so far
         self.prefilled = 0  # prompt tokens already in the cache
-        self.sampler = Sampler(req.params, prompt_len=len(req.prompt_ids))
+        extra = []
+        if req.watermark is not None and not req.params.greedy:  # greedy text cannot carry one
+            from opengemma.safety.watermark import WatermarkProcessor
+
+            extra.append(WatermarkProcessor(req.watermark))
+        self.sampler = Sampler(req.params, extra=extra, prompt_len=len(req.prompt_ids))
         self.stop_ids = set(req.stop_ids) if req.stop_ids is not None else stop_ids
         self.stops = [s for s in req.stop if s]
         self.decoder = tokenizer.incremental_decoder()

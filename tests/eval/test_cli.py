@@ -129,3 +129,18 @@ def test_bad_input_is_one_line(tmp_path, capsys):
         == 1
     )
     assert "--judge" in capsys.readouterr().err
+
+
+def test_safety_command(tiny_model, embedded_path, tmp_path, capsys):
+    """`opengemma eval safety` answers a prompt set and writes the safety report."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("How do I bake bread?\nTell me a joke.\n")
+    out = tmp_path / "safety"
+    argv = ["eval", "safety", "--prompts", str(prompts), "-o", str(out), "--model",
+            str(tiny_model.path), "--guard-model", str(embedded_path), "--policy", "harassment",
+            "--max-tokens", "4", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "harassment" in json.dumps(report)
+    page = (out / "report.html").read_text()
+    assert "harassment" in page.lower() and list(out.glob("*.png"))

@@ -39,3 +39,24 @@ def test_concurrent_requests_equal_sequential_ones_on_q8_weights(fast_lm):
     finally:
         engine.close()
         engine.abort_all()
+
+
+def test_engine_watermarks_sampled_requests(fast_lm):
+    from opengemma.safety.watermark import detect, keygen
+    from opengemma.sampling import SamplingParams
+
+    lm, cfg = fast_lm, keygen(depth=20)
+    engine = Engine(lm.model, lm.tokenizer, max_batch=2).start()
+    try:
+        ids = lm.tokenizer.encode("Write a short story about a lighthouse keeper.")
+        params = SamplingParams(temperature=1.0, top_k=40, seed=11)
+
+        def text(watermark):
+            request = GenerationRequest(ids, 60, params, stop_ids=frozenset(), watermark=watermark)
+            return "".join(e.text for e in engine.generate(request))
+
+        assert detect(text(cfg), cfg, lm.tokenizer).p_value < 1e-3
+        assert detect(text(None), cfg, lm.tokenizer).p_value > 1e-3
+    finally:
+        engine.close()
+        engine.abort_all()

@@ -170,3 +170,32 @@ def _write_json(path: Path, doc: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
     tmp.replace(path)
+
+
+@app.command()
+@cli_errors
+def safety(
+    prompts: Path = typer.Option(..., help="Prompt set: JSONL with 'prompt', or one per line."),  # noqa: B008
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the HTML report."),  # noqa: B008
+    model: str = typer.Option(
+        None, "--model", "-m", help="The model answering (" + MODEL_HELP + ")"
+    ),
+    guard_model: str = typer.Option(None, help="The policy classifier; default: the model."),
+    policy: list[str] = typer.Option(None, help="Policy name or JSON file (repeatable)."),  # noqa: B008
+    threshold: float = typer.Option(0.5, help="P(violation) at or above which a text counts."),
+    max_tokens: int = typer.Option(128, help="Most tokens per response."),
+    chat: bool = typer.Option(True, help="Send prompts in the Gemma chat template."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Answer a prompt set, classify prompts and responses per policy, write an HTML report."""
+    from opengemma.safety.guard import Guard
+    from opengemma.safety.report import load_prompt_set, run_safety_eval, write_report
+
+    items = load_prompt_set(prompts)
+    guard = Guard.load(guard_model or model, policy or None, threshold)
+    if guard.note:
+        eprint(f"opengemma eval safety: {guard.note}")
+    lm = load_model(model, None, quiet)
+    records = run_safety_eval(lm, guard, items, max_tokens=max_tokens, chat=chat)
+    index = write_report(records, guard, output, meta={"model": model or "embedded default"})
+    print(index)

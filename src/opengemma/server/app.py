@@ -55,6 +55,10 @@ def build_state(config: ServerConfig) -> ServerState:
     threading.Thread(target=grammar.warm, name="opengemma-grammar", daemon=True).start()
     state = ServerState(config, lm, engine, model_id, metrics, grammar, created=int(time.time()))
     state.guard = build_guard(config, lm)
+    if config.watermark is not None:
+        from opengemma.safety.watermark import WatermarkConfig
+
+        state.watermark = WatermarkConfig.load(config.watermark)
     return state
 
 

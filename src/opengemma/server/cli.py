@@ -109,6 +109,9 @@ def main(
         None, help="Policy name or JSON file (repeatable) [default: the four standard ones]."
     ),
     guard_threshold: float = typer.Option(0.5, help="Block at or above this P(violation)."),
+    watermark: str = typer.Option(
+        None, help="SynthID Text key file: watermark every sampled (temperature > 0) response."
+    ),
     api_key: list[str] = typer.Option(  # noqa: B008
         None,
         help="Require `Authorization: Bearer KEY` "
@@ -127,6 +130,7 @@ def main(
         guard_model=guard_model,
         guard_policies=tuple(guard_policy or ()),
         guard_threshold=guard_threshold,
+        watermark=watermark,
         device=device,
         host=host,
         port=port,

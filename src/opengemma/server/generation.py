@@ -125,6 +125,7 @@ def plan(
                     logprobs,
                     constraint,
                     deadline,
+                    state.watermark,
                 )
             )
     return out

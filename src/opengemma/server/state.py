@@ -39,6 +39,7 @@ class ServerConfig:
     guard_model: str | None = None  # the classifier checkpoint; None: the served model
     guard_policies: tuple[str, ...] = ()  # names or JSON files; empty: the four standard ones
     guard_threshold: float = 0.5  # P(violation) at or above which a text is blocked
+    watermark: str | None = None  # SynthID Text key file: watermark every sampled response
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> ServerConfig:
@@ -68,6 +69,7 @@ class ServerState:
     draining: bool = False
     created: int = field(default=0)
     guard: object | None = None  # opengemma.safety.guard.Guard when config.guard is set
+    watermark: object | None = None  # the loaded WatermarkConfig when config.watermark is set
 
     @property
     def context(self) -> int:
