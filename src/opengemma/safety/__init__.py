@@ -1,1 +1,2 @@
-"""Safety tooling: personal-data detectors (`pii`), and later classifiers and watermarking."""
+"""Safety tooling: personal-data detectors (`pii`), the policy classifier and its `guard`,
+SynthID Text watermarking (`watermark`) and the safety report (`report`)."""
