@@ -79,10 +79,12 @@ class _OpenGemma:
 
         import opengemma
 
+        options = dict(job["load_options"])
         if job["threads"]:
             torch.set_num_threads(job["threads"])
+            options.setdefault("threads", job["threads"])  # not load()'s own automatic choice
         start = time.perf_counter()
-        self.lm = opengemma.load(job["model"], dtype=job["dtype"], **job["load_options"])
+        self.lm = opengemma.load(job["model"], dtype=job["dtype"], **options)
         self.load_s = time.perf_counter() - start
         self.threads = {"decode": torch.get_num_threads(), "batch": torch.get_num_threads()}
         self.info = {"weight_bytes": weight_bytes(self.lm.model), "dtype": str(self.lm.model.dtype)}
