@@ -40,30 +40,19 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
+# words for the fixed-answer-format task
+FORMAT_WORDS = [
+    "apple", "river", "stone", "cloud", "tiger", "maple", "piano", "lemon", "ocean", "candle",
+    "forest", "silver", "garden", "pepper", "rocket", "violet",
+]  # fmt: skip
+
+
 def format_records(n: int, seed: int = 0) -> list[dict]:
     """prompt/completion records of a fixed answer format: `Word: w` -> ` <w>`."""
     import random
 
     rng = random.Random(seed)
-    words = [
-        "apple",
-        "river",
-        "stone",
-        "cloud",
-        "tiger",
-        "maple",
-        "piano",
-        "lemon",
-        "ocean",
-        "candle",
-        "forest",
-        "silver",
-        "garden",
-        "pepper",
-        "rocket",
-        "violet",
-    ]
     return [
         {"prompt": f"Word: {w}\nAnswer:", "completion": f" <{w}>"}
-        for w in (rng.choice(words) for _ in range(n))
+        for w in (rng.choice(FORMAT_WORDS) for _ in range(n))
     ]

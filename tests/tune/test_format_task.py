@@ -7,25 +7,9 @@ import pytest
 
 from opengemma.tune.lora import unload
 from opengemma.tune.recipe import TrainConfig, main
-from tests.tune.helpers import write_jsonl
+from tests.tune.helpers import FORMAT_WORDS, write_jsonl
 
-TRAIN_WORDS = [
-    "apple",
-    "river",
-    "stone",
-    "cloud",
-    "tiger",
-    "maple",
-    "piano",
-    "lemon",
-    "ocean",
-    "candle",
-    "forest",
-    "silver",
-    "garden",
-    "pepper",
-    "rocket",
-    "violet",
+TRAIN_WORDS = FORMAT_WORDS + [
     "bread",
     "chair",
     "dream",

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from opengemma.commands._common import cli_errors, eprint
+from opengemma.commands._common import cli_errors, eprint, human_size
 
 pull_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 list_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 @pull_app.command()
@@ -52,5 +44,5 @@ def list_models() -> None:
     width = max(len(m.repo_id) for m in models)
     for m in models:
         refs = ",".join(m.refs) or "-"
-        print(f"{m.repo_id.ljust(width)}  {_size(m.size_bytes):>9}  {refs}  "
+        print(f"{m.repo_id.ljust(width)}  {human_size(m.size_bytes):>9}  {refs}  "
               f"{' '.join(m.revisions)}  {m.path}")  # fmt: skip

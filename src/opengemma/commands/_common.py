@@ -21,6 +21,15 @@ QUANT_HELP = (
 )
 
 
+def human_size(n: float) -> str:
+    """Bytes as B / KB / MB / GB (powers of 1000)."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
 def eprint(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 

@@ -6,17 +6,9 @@ import json
 
 import typer
 
-from opengemma.commands._common import MODEL_HELP, cli_errors
+from opengemma.commands._common import MODEL_HELP, cli_errors, human_size
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 @app.command()
@@ -53,7 +45,7 @@ def info(
     console = Console()
     console.print(f"[bold]{ckpt.path.name}[/]  ({ckpt.format}, {cfg.family})")
     console.print(
-        f"parameters: {params / 1e6:.1f} M   stored: {_size(summary['tensor_bytes'] or 0)}"
+        f"parameters: {params / 1e6:.1f} M   stored: {human_size(summary['tensor_bytes'] or 0)}"
     )
     table = Table("field", "value", box=None)
     for key, value in cfg.to_dict().items():
@@ -70,5 +62,5 @@ def info(
     if tensors and "tensors" in ckpt.info:
         listing = Table("tensor", "type", "shape", "bytes", box=None)
         for name, kind, shape, nbytes in ckpt.info["tensors"]:
-            listing.add_row(name, kind, "x".join(map(str, shape)), _size(nbytes))
+            listing.add_row(name, kind, "x".join(map(str, shape)), human_size(nbytes))
         console.print(listing)
