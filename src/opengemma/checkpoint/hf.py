@@ -16,7 +16,11 @@ import torch
 from opengemma.checkpoint import Checkpoint, check_config_numbers, check_coverage, expected_shapes
 from opengemma.checkpoint.errors import CheckpointError
 from opengemma.checkpoint.keymap import describe, hf_to_ours
-from opengemma.checkpoint.safetensors_file import FLOAT_DTYPES, SafetensorsFile
+from opengemma.checkpoint.safetensors_file import (
+    FLOAT_DTYPES,
+    SafetensorsFile,
+    no_duplicate_keys,
+)
 from opengemma.config import GemmaConfig
 from opengemma.errors import ConfigError
 
@@ -32,20 +36,11 @@ def read_json(path: Path, what: str) -> Any:
         if path.stat().st_size > MAX_JSON:
             raise CheckpointError(f"{path} is larger than {MAX_JSON} bytes; it is not a {what}")
         text = path.read_text(encoding="utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        return json.loads(text, object_pairs_hook=no_duplicate_keys)
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc}") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path} is not a valid {what}: {str(exc)[:100]}") from None
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 def hf_config(path: Path) -> GemmaConfig:

@@ -41,7 +41,8 @@ class Entry:
     end: int
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json `object_pairs_hook` that refuses a key given twice (a JSON parser keeps the last)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -85,7 +86,7 @@ class SafetensorsFile:
         if not raw.startswith(b"{"):
             raise self._fail("the header is not a JSON object starting with '{'")
         try:
-            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise self._fail(f"the header is not valid UTF-8 JSON ({str(exc)[:80]})") from None
         if not isinstance(header, dict):
