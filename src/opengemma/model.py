@@ -199,9 +199,13 @@ class GemmaModel(nn.Module):
             pos = torch.arange(T, device=device)
         x = self.embed_tokens(ids)
         x = x * torch.tensor(math.sqrt(cfg.hidden_size), dtype=x.dtype)  # (B, T, d)
-        ropes = {
-            "global": rope_tables(pos, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, x.dtype),
-            "sliding": rope_tables(pos, cfg.head_dim, cfg.rope_local_theta, 1.0, x.dtype),
+        bases = {
+            "global": (cfg.rope_theta, cfg.rope_scaling),
+            "sliding": (cfg.rope_local_theta, 1.0),
+        }
+        ropes = {  # only the kinds this model has (Gemma 1 has no sliding layers)
+            kind: rope_tables(pos, cfg.head_dim, *bases[kind], x.dtype)
+            for kind in set(cfg.layer_types)
         }
         if isinstance(cache, list):  # (B, D) -> (B, 1, 1, D): one position per row
             ropes = {k: (c[:, None, None], s[:, None, None]) for k, (c, s) in ropes.items()}
