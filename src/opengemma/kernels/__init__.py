@@ -1,6 +1,6 @@
 """Native CPU kernels, compiled on first use for this machine (`-O3 -march=native`).
 
-The C source ships with the package; the shared library is built once into
+The C sources (every *.c file here) ship with the package; one shared library is built once into
 ~/.cache/opengemma/kernels (or $OPENGEMMA_CACHE) and loaded with ctypes. Without a C compiler,
 `native()` returns None and callers use the (slower) PyTorch implementations.
 """
@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-_SOURCE = Path(__file__).with_name("q8.c")
+_SOURCES = sorted(Path(__file__).parent.glob("*.c"))
 _lib: ctypes.CDLL | None | bool = False  # False = not tried yet
 
 
@@ -32,8 +32,8 @@ def _compile(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        cmd = [cc, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(_SOURCE), "-o",
-               str(out), "-lm"]  # fmt: skip
+        cmd = [cc, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC",
+               *map(str, _SOURCES), "-o", str(out), "-lm"]  # fmt: skip
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         os.replace(out, target)  # atomic: a concurrent process sees all or nothing
 
@@ -46,7 +46,10 @@ def native() -> ctypes.CDLL | None:
     if os.environ.get("OPENGEMMA_NO_NATIVE"):
         _lib = None
         return None
-    digest = hashlib.sha256(_SOURCE.read_bytes() + os.uname().machine.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(os.uname().machine.encode())
+    for src in _SOURCES:
+        digest.update(src.name.encode() + src.read_bytes())
+    digest = digest.hexdigest()[:16]
     target = cache_dir() / f"q8-{digest}.so"
     try:
         if not target.exists():
@@ -59,13 +62,19 @@ def native() -> ctypes.CDLL | None:
         )
         _lib = None
         return None
-    vp, lg, it = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-    lib.q8_quantize.argtypes = [vp, vp, vp, lg, lg]
-    lib.q8_dequantize.argtypes = [vp, vp, vp, lg, lg, it]
-    lib.q8_gemv.argtypes = [vp, vp, vp, vp, vp, lg, lg, lg, it]
-    lib.q8_gather.argtypes = [vp, vp, vp, vp, lg, lg]
-    lib.q8_linear.argtypes = [vp, vp, vp, vp, vp, vp, lg, lg, lg, it]
-    for fn in (lib.q8_quantize, lib.q8_dequantize, lib.q8_gemv, lib.q8_gather, lib.q8_linear):
-        fn.restype = None
+    for name, (restype, argtypes) in SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
     _lib = lib
     return lib
+
+
+_vp, _lg, _it = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+SIGNATURES = {  # C function -> (return type, argument types)
+    # q8.c: int8 block kernels
+    "q8_quantize": (None, [_vp, _vp, _vp, _lg, _lg]),
+    "q8_dequantize": (None, [_vp, _vp, _vp, _lg, _lg, _it]),
+    "q8_gemv": (None, [_vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
+    "q8_gather": (None, [_vp, _vp, _vp, _vp, _lg, _lg]),
+    "q8_linear": (None, [_vp, _vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
+}
