@@ -23,6 +23,7 @@ from opengemma.sampling import Sampler, SamplingParams
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}  # fmt: skip
 DEFAULT_MODEL_NAME = "gemma-3-270m (Q4_K_M GGUF, embedded)"
+_FLOAT_TYPES = ("F32", "F16", "BF16")
 
 
 def default_model_path() -> Path:
@@ -51,12 +52,20 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device) -> GemmaModel:
-    """Build on `meta` (no allocation), check key/shape coverage, then adopt the tensors."""
+    """Build on `meta` (no allocation), check key/shape coverage, then adopt the tensors
+    (matrices the checkpoint holds as int8 blocks become opengemma.quant layers)."""
     with torch.device("meta"):
         model = GemmaModel(ckpt.config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    check_coverage(ckpt.tensors, expected, ckpt.path)
+    shapes = {**ckpt.tensors, **{k: q.shape for k, (q, _) in ckpt.quantized.items()}}
+    check_coverage(shapes, expected, ckpt.path)
     tensors = {k: v.to(device=device, dtype=dtype) for k, v in ckpt.tensors.items()}
+    if ckpt.quantized:
+        from opengemma.quant import quantize_model
+
+        quantize_model(model, ckpt.quantized, dtype)
+        # the int8 buffers are in place already; everything else comes from the checkpoint
+        tensors.update({k: v for k, v in model.state_dict().items() if k not in expected})
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
@@ -175,10 +184,15 @@ def load(
     """
     if quant not in ("auto", "q8", "none"):
         raise InvalidRequestError(f"unknown quant {quant!r}; use auto, q8 or none")
+    if quant == "q8" and torch.device(device).type != "cpu":
+        raise InvalidRequestError("quant='q8' runs on the CPU; use quant='none' on GPUs")
     # a path, or a repo id pulled with `opengemma pull` (resolved by load_checkpoint)
     path = default_model_path() if model is None else model
     torch_dtype = resolve_dtype(dtype or "float32")
-    ckpt = load_checkpoint(path, torch_dtype)
+    if quant == "auto":  # int8 blocks for a quantized GGUF, unless a dtype was asked for
+        quant = "auto" if dtype is None and torch.device(device).type == "cpu" else "none"
+    # an adapter is merged into float weights first; otherwise read GGUF blocks straight in
+    ckpt = load_checkpoint(path, torch_dtype, quant=quant if adapter is None else "none")
     tokenizer = build_tokenizer(ckpt)
     net = build_model(ckpt, torch_dtype, device)
     if adapter is not None:
@@ -187,17 +201,18 @@ def load(
         load_adapter(net, adapter, merge_weights=True)
         unload(net, keep_merged=True)
         net.requires_grad_(False)
-    if quant == "auto":
-        quantized_source = any(
-            k not in ("F32", "F16", "BF16") for k in ckpt.info.get("tensor_types", {})
-        )
-        quant = "q8" if dtype is None and ckpt.format == "gguf" and quantized_source else "none"
+    if ckpt.quantized:
+        quant = "q8"
+    elif quant == "auto":
+        quantized_source = any(k not in _FLOAT_TYPES for k in ckpt.info.get("tensor_types", {}))
+        quant = "q8" if ckpt.format == "gguf" and quantized_source else "none"
     if quant == "q8":
-        if torch.device(device).type != "cpu":
-            raise InvalidRequestError("quant='q8' runs on the CPU; use quant='none' on GPUs")
+        from opengemma.native_decode import NativeDecoder
         from opengemma.quant import quantize_model
 
-        quantize_model(net)
+        if not ckpt.quantized:
+            quantize_model(net)
+        net.native_decoder = NativeDecoder.create(net)
     if torch.device(device).type == "cpu":
         from opengemma.runtime import configure_threads
 

@@ -156,9 +156,14 @@ class GemmaModel(nn.Module):
     def __init__(self, cfg: GemmaConfig):
         super().__init__()
         self.config = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        weight = torch.empty(cfg.vocab_size, cfg.hidden_size)
+        if weight.device.type != "meta":  # on meta (shapes only), skip the initializer: its
+            nn.init.normal_(weight)  # meta version imports the whole compiler stack (~1.5 s)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, _weight=weight)
         self.layers = nn.ModuleList(Block(cfg, kind) for kind in cfg.layer_types)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        # set by opengemma.load() for int8 block weights: one-token steps in one native call
+        self.native_decoder = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -189,6 +194,10 @@ class GemmaModel(nn.Module):
         cfg = self.config
         B, T = ids.shape
         device = ids.device
+        if T == 1 and cache is not None and self.native_decoder is not None:
+            logits = self.native_decoder.step(ids, cache if isinstance(cache, list) else [cache])
+            if logits is not None:
+                return logits
         if isinstance(cache, list):
             if T != 1 or len(cache) != B:
                 raise ValueError("batched decode takes one token per row and one cache per row")

@@ -141,15 +141,30 @@ class Q8Embedding(nn.Module):
         return out.reshape(*x.shape[:-1], self.num_embeddings)
 
 
-def quantize_model(model: nn.Module) -> nn.Module:
+def quantize_model(
+    model: nn.Module,
+    weights: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module:
     """Swap every nn.Linear and the embedding for their Q8 versions, in place, freeing the
-    float weights as it goes."""
-    for module in list(model.modules()):
+    float weights as it goes.
+
+    `weights` (module name + ".weight" -> int8 values and scales) supplies weights already in
+    int8 blocks, e.g. read straight from a GGUF file; the model may then be a `meta` skeleton.
+    """
+    for prefix, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
+            key = f"{prefix}.{child_name}.weight" if prefix else f"{child_name}.weight"
+            given = weights.get(key) if weights is not None else None
             if isinstance(child, nn.Linear):
-                setattr(module, child_name, Q8Linear.from_linear(child))
+                new = Q8Linear(*given) if given else Q8Linear.from_linear(child)
+            elif isinstance(child, nn.Embedding) and given:
+                new = Q8Embedding(*given, dtype=dtype)
             elif isinstance(child, nn.Embedding):
-                setattr(module, child_name, Q8Embedding.from_embedding(child))
+                new = Q8Embedding.from_embedding(child)
+            else:
+                continue
+            setattr(module, child_name, new)
     return model
 
 

@@ -233,11 +233,12 @@ class Tokenizer:
             if p.type == USER_DEFINED and _LOOKS_CONTROL.fullmatch(p.piece):
                 p.type = CONTROL
         self._sp = SentencePieceProcessor()
+        # kept serialized: a few MB, where the message objects of 256k pieces take tens of MB
+        self._serialized = proto.SerializeToString()
         try:
-            self._sp.LoadFromSerializedProto(proto.SerializeToString())
+            self._sp.LoadFromSerializedProto(self._serialized)
         except (RuntimeError, OSError) as e:
             raise TokenizerError(f"SentencePiece rejected the model: {e}; check the file.") from e
-        self._proto = proto
         self.vocab_size: int = len(proto.pieces)
         pieces = [p.piece for p in proto.pieces]
         types = [p.type for p in proto.pieces]
@@ -318,7 +319,7 @@ class Tokenizer:
     def model_proto(self) -> spm_pb2.ModelProto:
         """The SentencePiece model in use (a copy; ``.SerializeToString()`` gives a .model file)."""
         proto = spm_pb2.ModelProto()
-        proto.CopyFrom(self._proto)
+        proto.ParseFromString(self._serialized)
         return proto
 
     # ---- vocabulary -----------------------------------------------------------------------------

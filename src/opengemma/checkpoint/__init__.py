@@ -33,6 +33,9 @@ class Checkpoint:
     path: Path
     tokenizer_source: Any  # a GGUFFile, or the path of a tokenizer.model, or None
     info: dict[str, Any] = field(default_factory=dict)  # per-tensor types, bytes, metadata
+    # matrices kept as int8 blocks (opengemma.quant): name -> (int8 values, float32 scales);
+    # these names are absent from `tensors`
+    quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 def detect_format(path: Path) -> str:
@@ -63,19 +66,22 @@ def load_checkpoint(
     path: str | Path,
     dtype: torch.dtype = torch.float32,
     variant: str | GemmaConfig | None = None,
+    quant: str = "none",
 ) -> Checkpoint:
     """Read a checkpoint into a Checkpoint with `dtype` tensors.
 
     `path` is a .gguf file, a Hugging Face directory, a gemma_pytorch .ckpt file, or the id of
     a repo pulled with `opengemma pull`. `variant` (a preset name or a GemmaConfig) is used by
     .ckpt files, which carry no config; by default it is inferred from the tensor shapes.
+    `quant` (GGUF files): "q8" reads the matrices straight into int8 blocks (`quantized`),
+    never holding them in `dtype`; "auto" does so when the file's matrices are quantized.
     """
     path = resolve_path(path)
     fmt = detect_format(path)
     if fmt == "gguf":
         from opengemma.checkpoint.gguf_file import load_gguf
 
-        return load_gguf(path, dtype)
+        return load_gguf(path, dtype, quant)
     if fmt == "ckpt":
         from opengemma.checkpoint.ckpt import load_ckpt
 

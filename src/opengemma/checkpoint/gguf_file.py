@@ -101,15 +101,31 @@ def gguf_shapes(gf: GGUFFile) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_gguf(path: Path, dtype: torch.dtype) -> Checkpoint:
-    """Parse, validate and dequantize a GGUF file (norm weights back to the w convention)."""
+_FLOAT_TYPES = ("F32", "F16", "BF16")
+
+
+def load_gguf(path: Path, dtype: torch.dtype, quant: str = "none") -> Checkpoint:
+    """Parse, validate and dequantize a GGUF file (norm weights back to the w convention).
+
+    quant "q8": matrices go straight from their stored blocks to int8 blocks
+    (`Checkpoint.quantized`); "auto": so when any matrix is stored quantized; "none": all in
+    `dtype`.
+    """
     gf = GGUFFile(path)
     config = gguf_config(gf)
     check_coverage(gguf_shapes(gf), expected_shapes(config), path)
+    matrices = [n for n, t in gf.tensors.items() if len(t.shape) == 2 and gguf_to_ours(n)]
+    if quant == "auto":
+        stored = {gf.tensors[n].type_name for n in matrices}
+        quant = "q8" if stored - set(_FLOAT_TYPES) else "none"
     tensors: dict[str, torch.Tensor] = {}
+    quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for gguf_name in gf.tensors:
         name = gguf_to_ours(gguf_name)
         if name is None:
+            continue
+        if quant == "q8" and gguf_name in matrices:
+            quantized[name] = gf.load_q8(gguf_name)
             continue
         # llama.cpp stores Gemma norm weights as w + 1
         tensors[name] = gf.load(gguf_name, dtype, _minus_one if is_norm(name) else None)
@@ -120,7 +136,7 @@ def load_gguf(path: Path, dtype: torch.dtype) -> Checkpoint:
         "tensor_bytes": sum(t.nbytes for t in infos),
         "tensors": [(t.name, t.type_name, t.shape, t.nbytes) for t in infos],
     }
-    return Checkpoint(config, tensors, "gguf", path, gf, info)
+    return Checkpoint(config, tensors, "gguf", path, gf, info, quantized)
 
 
 def _minus_one(x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from opengemma.checkpoint.errors import CheckpointError
+from opengemma.kernels import native
 
 _SCALARS = {  # GGUF value type -> struct format (without byte order)
     0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d",
@@ -39,6 +40,9 @@ MAX_ALIGN = 1 << 16
 _MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, one key byte, value type, smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8  # name length, name, n_dims, one dim, type, offset
 _CHUNK_ELEMENTS = 1 << 22  # dequantize at most this many values at once (16 MB of float32)
+QK = 32  # values per int8 block of opengemma's weight format (opengemma.quant.QK)
+_Q8_0 = 8  # ggml type id
+_Q8_0_BLOCK = np.dtype([("d", "<f2"), ("q", "i1", (QK,))])  # one stored Q8_0 block
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,28 @@ class GGUFFile:
         except UnicodeDecodeError:
             raise self._fail(f"{what} is not valid UTF-8") from None
 
+    def _strings(self, count: int) -> list[str]:
+        """`count` length-prefixed strings: `_string` inlined (vocabularies have ~256k)."""
+        buf, pos, end = self._buf, self._pos, len(self._buf)
+        length = struct.Struct(self.byteorder + "Q").unpack_from
+        out = []
+        append = out.append
+        try:
+            for _ in range(count):
+                if pos + 8 > end:
+                    raise self._fail("needs 8 more bytes but the file ends first")
+                n = length(buf, pos)[0]
+                pos += 8
+                if n > end - pos:
+                    raise self._fail(f"needs {n} more bytes but the file ends first")
+                append(str(buf[pos : pos + n], "utf-8"))
+                pos += n
+        except UnicodeDecodeError:
+            raise self._fail("a string is not valid UTF-8") from None
+        finally:
+            self._pos = pos
+        return out
+
     def _value(self, vtype: int) -> Any:
         if vtype in _SCALARS:
             return self._scalar(_SCALARS[vtype])
@@ -128,7 +154,7 @@ class GGUFFile:
         if etype == _STRING:
             if count > self._remaining() // 8:  # each string needs its 8-byte length
                 raise self._fail(f"an array of {count} strings runs past the end of the file")
-            return [self._string() for _ in range(count)]
+            return self._strings(count)
         raise self._fail(f"unsupported array element type {etype}")
 
     # ------------------------------------------------------------------ structure
@@ -232,20 +258,40 @@ class GGUFFile:
         arr = np.frombuffer(self._map, dtype=np.uint8, count=info.nbytes, offset=info.offset)
         return arr.reshape(*info.shape[:-1], -1)
 
-    def _dequantize_rows(self, data: np.ndarray, info: TensorInfo) -> np.ndarray:
+    def _dequantize_rows(
+        self, data: np.ndarray, info: TensorInfo, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """float32 (rows, K) values of whole stored rows of a tensor, written into `out` if given.
+
+        The native kernels decode the common types (bit-identical to `gguf.quants`, much
+        faster); the others, or every type without a C compiler, use the `gguf` package.
+        """
         import gguf
         from gguf.quants import dequantize
 
+        self._check_byteorder()
+        K = info.shape[-1]
+        data = np.ascontiguousarray(data).reshape(-1, info.nbytes // _rows(info.shape))
+        if out is None:
+            out = np.empty((data.shape[0], K), dtype=np.float32)
+        lib = native()
+        if lib is not None and not lib.gguf_dequantize(
+            info.qtype, data.ctypes.data, data.shape[0], K, out.ctypes.data, torch.get_num_threads()
+        ):
+            return out
         qtype = gguf.GGMLQuantizationType(info.qtype)
-        if self.byteorder != "<":
-            raise CheckpointError(f"{self.path} is big-endian; its tensor data cannot be read here")
         try:
-            return np.asarray(dequantize(data, qtype), dtype=np.float32)
+            np.copyto(out, dequantize(data, qtype).reshape(out.shape))
         except NotImplementedError:
             raise CheckpointError(
                 f"{self.path}: tensor {info.name} has type {qtype.name}, which cannot be "
                 "dequantized; re-quantize the file with a common type (Q8_0, Q4_K, ...)"
             ) from None
+        return out
+
+    def _check_byteorder(self) -> None:
+        if self.byteorder != "<":
+            raise CheckpointError(f"{self.path} is big-endian; its tensor data cannot be read here")
 
     def dequantize(self, name: str) -> np.ndarray:
         """float32 array of the tensor's values in row-major order, whatever its stored type."""
@@ -261,19 +307,75 @@ class GGUFFile:
         """The tensor as a new `dtype` tensor, dequantized a few rows at a time.
 
         `transform` maps each float32 chunk before the cast (e.g. the norm offset). The file's
-        pages are dropped from memory once copied, so peak memory is the output plus one chunk.
+        pages are dropped from memory once copied, so peak memory is the output plus one chunk
+        (float32 without a transform: the output only, decoded into it in one call).
         """
         info = self.tensors[name]
         data = self.raw(name).reshape(-1, info.nbytes // _rows(info.shape))
         out = torch.empty(info.shape, dtype=dtype)
         flat = out.view(-1, info.shape[-1])
-        step = max(1, _CHUNK_ELEMENTS // info.shape[-1])
-        for r0 in range(0, flat.shape[0], step):
-            rows = self._dequantize_rows(data[r0 : r0 + step], info)
-            chunk = torch.from_numpy(np.require(rows.reshape(-1, info.shape[-1]), requirements="W"))
-            flat[r0 : r0 + step] = transform(chunk) if transform else chunk
+        if dtype == torch.float32 and transform is None:
+            self._dequantize_rows(data, info, flat.numpy())
+        else:
+            step = max(1, _CHUNK_ELEMENTS // info.shape[-1])
+            for r0 in range(0, flat.shape[0], step):
+                chunk = torch.from_numpy(self._dequantize_rows(data[r0 : r0 + step], info))
+                flat[r0 : r0 + step] = transform(chunk) if transform else chunk
         self.release(info.offset, info.nbytes)
         return out
+
+    def load_q8(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A 2-D tensor in opengemma's int8 weight format (see opengemma.quant): int8 (N, K) and
+        float32 scales (N, K/32), value = q * scale.
+
+        Q8_0 blocks are taken over exactly (the file's own weights); other types are decoded and
+        re-quantized per block of 32, as `quantize_q8` does to the dequantized float tensor, but
+        without ever holding that float tensor.
+        """
+        info = self.tensors[name]
+        if len(info.shape) != 2 or info.shape[1] % QK:
+            raise CheckpointError(
+                f"{self.path}: tensor {name} of shape {info.shape} cannot be held as int8 blocks: "
+                f"it must be 2-D with rows a multiple of {QK} long"
+            )
+        self._check_byteorder()
+        N, K = info.shape
+        data = self.raw(name)
+        q = torch.empty(N, K, dtype=torch.int8)
+        scales = torch.empty(N, K // QK, dtype=torch.float32)
+        lib = native()
+        row_bytes = info.nbytes // N
+        step = max(1, _CHUNK_ELEMENTS // K)
+        for r0 in range(0, N if lib is not None else 0, step):
+            # a chunk at a time, dropping its file pages after: the file's copy of a large
+            # matrix (the embedding) is never resident beside the whole int8 copy
+            rows = min(step, N - r0)
+            if lib.gguf_to_q8(info.qtype, data[r0:].ctypes.data, rows, K, q[r0].data_ptr(),
+                              scales[r0].data_ptr(), torch.get_num_threads()):  # fmt: skip
+                break  # a type without a native decoder
+            self.release(info.offset + r0 * row_bytes, rows * row_bytes)
+        else:
+            if lib is not None:
+                return q, scales
+        self._q8_by_chunks(data, info, q, scales)
+        self.release(info.offset, info.nbytes)
+        return q, scales
+
+    def _q8_by_chunks(
+        self, data: np.ndarray, info: TensorInfo, q: torch.Tensor, scales: torch.Tensor
+    ) -> None:
+        """load_q8 without the native kernel: numpy / PyTorch, a few rows at a time."""
+        from opengemma.quant import quantize_q8
+
+        if info.qtype == _Q8_0:
+            blocks = data.reshape(-1).view(_Q8_0_BLOCK)
+            q.numpy()[...] = blocks["q"].reshape(q.shape)
+            scales.numpy()[...] = blocks["d"].reshape(scales.shape)
+            return
+        step = max(1, _CHUNK_ELEMENTS // info.shape[-1])
+        for r0 in range(0, q.shape[0], step):
+            rows = torch.from_numpy(self._dequantize_rows(data[r0 : r0 + step], info))
+            q[r0 : r0 + step], scales[r0 : r0 + step] = quantize_q8(rows)
 
     def release(self, offset: int, nbytes: int) -> None:
         """Drop the file pages of a byte range from this process's memory (they stay on disk)."""

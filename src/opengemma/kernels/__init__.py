@@ -77,4 +77,9 @@ SIGNATURES = {  # C function -> (return type, argument types)
     "q8_gemv": (None, [_vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
     "q8_gather": (None, [_vp, _vp, _vp, _vp, _lg, _lg]),
     "q8_linear": (None, [_vp, _vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
+    # decode.c: a whole decode step
+    "decode_step": (_it, [_vp, _vp, _vp, _lg, _vp, _vp, _it]),
+    # gguf_blocks.c: GGUF block decoding to float32 / to int8 blocks; 0, or -1 = not native
+    "gguf_dequantize": (_it, [_it, _vp, _lg, _lg, _vp, _it]),
+    "gguf_to_q8": (_it, [_it, _vp, _lg, _lg, _vp, _vp, _it]),
 }

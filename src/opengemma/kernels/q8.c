@@ -44,22 +44,27 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* sum over 32 lanes of |x| * (w * sign(x)) as 8 int32 partial sums */
-static inline __m256i dot32(__m256i w, __m256i x) {
-    __m256i ax = _mm256_sign_epi8(x, x);
-    __m256i sw = _mm256_sign_epi8(w, x);
+/* float(sum over one 32-block of x * w) as 8 int32 partial sums: |x| * (w * sign(x)) */
+static inline __m256i dot32(const int8_t *w, const int8_t *x) {
+    __m256i xv = _mm256_loadu_si256((const __m256i *)x);
+    __m256i wv = _mm256_loadu_si256((const __m256i *)w);
+    __m256i ax = _mm256_sign_epi8(xv, xv), sw = _mm256_sign_epi8(wv, xv);
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw);
 #elif defined(__AVXVNNI__)
     return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sw);
 #else
-    __m256i p16 = _mm256_maddubs_epi16(ax, sw);
-    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), _mm256_set1_epi16(1));
 #endif
 }
 
-#define TILE 4
-/* out[b, n] = sum_k x[b, k] * w[n, k] for B activation rows (B small: decoding) */
+#define STEP(acc, j) \
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(wr + (j) * QK, xr + (j) * QK)), \
+                          _mm256_set1_ps(wsr[j] * xsr[j]), acc)
+
+/* out[b, n] = sum_k x[b, k] * w[n, k] for B activation rows (B small: decoding). Each weight
+ * row is read once, front to back (one stream for the prefetcher), into four accumulators
+ * (independent chains hide the FMA latency). */
 void q8_gemv(const int8_t *xq, const float *xs, const int8_t *w, const float *ws, float *out,
              long B, long N, long K, int nthreads) {
     long nb = K / QK;
@@ -67,20 +72,19 @@ void q8_gemv(const int8_t *xq, const float *xs, const int8_t *w, const float *ws
     for (long n = 0; n < N; n++) {
         const int8_t *wr = w + n * K;
         const float *wsr = ws + n * nb;
-        for (long b0 = 0; b0 < B; b0 += TILE) {
-            long bt = B - b0 < TILE ? B - b0 : TILE;
-            __m256 acc[TILE];
-            for (int t = 0; t < TILE; t++) acc[t] = _mm256_setzero_ps();
-            for (long j = 0; j < nb; j++) {
-                __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + j * QK));
-                for (long t = 0; t < bt; t++) {
-                    long b = b0 + t;
-                    __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * K + j * QK));
-                    __m256 d = _mm256_set1_ps(wsr[j] * xs[b * nb + j]);
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(wv, xv)), d, acc[t]);
-                }
+        for (long b = 0; b < B; b++) {
+            const int8_t *xr = xq + b * K;
+            const float *xsr = xs + b * nb;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            long j = 0;
+            for (; j + 4 <= nb; j += 4) {
+                STEP(a0, j);
+                STEP(a1, j + 1);
+                STEP(a2, j + 2);
+                STEP(a3, j + 3);
             }
-            for (long t = 0; t < bt; t++) out[(b0 + t) * N + n] = hsum256(acc[t]);
+            for (; j < nb; j++) STEP(a0, j);
+            out[b * N + n] = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
         }
     }
 }

@@ -1,0 +1,164 @@
+"""Decode steps in one native call (kernels/decode.c) for models with int8 block weights.
+
+A decode step of a small model is memory-bound in theory and overhead-bound in practice: the
+PyTorch path runs several hundred tiny operations per token. `NativeDecoder` binds a quantized
+GemmaModel's weights (pointers into its own tensors, no copies) once, and `GemmaModel.forward`
+hands it every one-token step whose caches it can drive: float32 caches of one sequence each,
+on the CPU. Everything else (prefill, float models, bfloat16, GPUs) stays on the PyTorch path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from ctypes import POINTER, c_float, c_long, c_void_p
+
+import torch
+from torch import nn
+
+from opengemma.kernels import native
+from opengemma.kv_cache import KVCache, SlidingLayerCache
+from opengemma.quant import Q8Embedding, Q8Linear
+
+
+class _QW(ctypes.Structure):
+    _fields_ = [("q", c_void_p), ("s", c_void_p), ("n", c_long), ("k", c_long)]
+
+
+_PROJ = ("wq", "wk", "wv", "wo", "wgate", "wup", "wdown")
+_NORMS = ("in_norm", "post_attn_norm", "pre_ffn_norm", "post_ffn_norm", "q_norm", "k_norm")
+
+
+class _DLayer(ctypes.Structure):
+    _fields_ = [*((n, _QW) for n in _PROJ), *((n, c_void_p) for n in _NORMS),
+                ("inv_freq", c_void_p), ("window", c_long)]  # fmt: skip
+
+
+class _DModel(ctypes.Structure):
+    _fields_ = [*((n, c_long) for n in ("n_layers", "d", "n_heads", "n_kv", "head_dim", "ffn",
+                                         "vocab")),
+                *((n, c_float) for n in ("eps", "attn_scale", "attn_softcap", "final_softcap",
+                                          "embed_scale")),
+                ("embed", _QW), ("final_norm", c_void_p), ("layers", POINTER(_DLayer))]  # fmt: skip
+
+
+class _DCache(ctypes.Structure):
+    _fields_ = [("k", c_void_p), ("v", c_void_p), ("pos", c_void_p), ("cap", c_long)]
+
+
+def _inv_freq(head_dim: int, theta: float, scaling: float) -> torch.Tensor:
+    """The RoPE frequencies exactly as opengemma.model.rope_tables computes them."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim
+    return (1.0 / (theta**exponents) / scaling).contiguous()
+
+
+class NativeDecoder:
+    """One-token decode steps of a quantized GemmaModel through kernels/decode.c."""
+
+    def __init__(self, model: nn.Module, lib: ctypes.CDLL):
+        cfg = model.config
+        self.lib, self.cfg = lib, cfg
+        self._keep: list[torch.Tensor] = []  # tensors whose memory the C structs point into
+        self._watch: list[tuple[nn.Module, str, torch.Tensor, int]] = []
+        self._layers = (_DLayer * cfg.num_layers)()
+        freqs = {
+            "global": _inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling),
+            "sliding": _inv_freq(cfg.head_dim, cfg.rope_local_theta, 1.0),
+        }
+        self._keep += freqs.values()
+        for i, block in enumerate(model.layers):
+            att, mlp, dl = block.self_attn, block.mlp, self._layers[i]
+            mods = (att.q_proj, att.k_proj, att.v_proj, att.o_proj, mlp.gate_proj, mlp.up_proj,
+                    mlp.down_proj)  # fmt: skip
+            for field, mod in zip(_PROJ, mods, strict=True):
+                setattr(dl, field, self._qw(mod))
+            norms = (block.input_layernorm, block.post_attention_layernorm,
+                     block.pre_feedforward_layernorm, block.post_feedforward_layernorm,
+                     att.q_norm, att.k_norm)  # fmt: skip
+            for field, norm in zip(_NORMS, norms, strict=True):
+                setattr(dl, field, self._norm(norm))
+            dl.inv_freq = freqs[block.kind].data_ptr()
+            dl.window = cfg.sliding_window if block.kind == "sliding" else 0
+        self._model = _DModel(
+            n_layers=cfg.num_layers, d=cfg.hidden_size, n_heads=cfg.num_heads,
+            n_kv=cfg.num_kv_heads, head_dim=cfg.head_dim, ffn=cfg.intermediate_size,
+            vocab=cfg.vocab_size, eps=cfg.rms_norm_eps,
+            attn_scale=cfg.query_pre_attn_scalar**-0.5, attn_softcap=cfg.attn_logit_softcap or 0.0,
+            final_softcap=cfg.final_logit_softcap or 0.0,
+            embed_scale=float(torch.tensor(math.sqrt(cfg.hidden_size), dtype=torch.float32)),
+            embed=self._qw(model.embed_tokens), final_norm=self._norm(model.norm),
+            layers=self._layers,
+        )  # fmt: skip
+
+    @classmethod
+    def create(cls, model: nn.Module) -> NativeDecoder | None:
+        """A decoder for `model`, or None when its layers are not all int8 block layers on the
+        CPU in float32, or the native kernels are unavailable."""
+        lib = native()
+        if lib is None or model.dtype != torch.float32 or model.device.type != "cpu":
+            return None
+        if not isinstance(model.embed_tokens, Q8Embedding):
+            return None
+        for block in model.layers:
+            att, mlp = block.self_attn, block.mlp
+            projections = (att.q_proj, att.k_proj, att.v_proj, att.o_proj, mlp.gate_proj,
+                           mlp.up_proj, mlp.down_proj)  # fmt: skip
+            if not all(isinstance(p, Q8Linear) for p in projections):
+                return None
+        return cls(model, lib)
+
+    def _qw(self, mod: Q8Linear | Q8Embedding) -> _QW:
+        for name in ("qweight", "scales"):
+            tensor = getattr(mod, name)
+            self._watch.append((mod, name, tensor, tensor._version))
+        n, k = mod.qweight.shape
+        return _QW(mod.qweight.data_ptr(), mod.scales.data_ptr(), n, k)
+
+    def _norm(self, norm: nn.Module) -> int | None:
+        if isinstance(norm, nn.Identity):
+            return None
+        self._watch.append((norm, "weight", norm.weight, norm.weight._version))
+        mult = (1.0 + norm.weight.detach().float()).contiguous()  # Gemma's (1 + w)
+        self._keep.append(mult)
+        return mult.data_ptr()
+
+    def current(self) -> bool:
+        """Whether the bound tensors are still the model's, unchanged since binding."""
+        return all(getattr(m, name) is t and t._version == v for m, name, t, v in self._watch)
+
+    def _rows(self, cache: KVCache) -> ctypes.Array | None:
+        """The C view of a one-sequence float32 cache (built once per cache)."""
+        rows = getattr(cache, "_native_rows", None)
+        if rows is not None:
+            return rows
+        layers = cache.layers
+        if len(layers) != self.cfg.num_layers:
+            return None
+        rows = (_DCache * len(layers))()
+        for r, lc in zip(rows, layers, strict=True):
+            if lc.k.shape[0] != 1 or lc.k.dtype != torch.float32 or not lc.k.is_contiguous():
+                return None
+            r.k, r.v, r.cap = lc.k.data_ptr(), lc.v.data_ptr(), lc.k.shape[2]
+            r.pos = lc.pos.data_ptr() if isinstance(lc, SlidingLayerCache) else None
+        cache._native_rows = rows
+        return rows
+
+    def step(self, ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor | None:
+        """Logits (B, 1, vocab) for one new token per cache, advancing each cache; None when
+        these caches cannot be driven natively (the caller then takes the PyTorch path)."""
+        rows = [self._rows(c) for c in caches]
+        if any(r is None for r in rows) or ids.dtype != torch.long or not self.current():
+            return None
+        pos = torch.cat([c.positions(1) for c in caches])  # checks the room left in each cache
+        B = len(caches)
+        flat = ids.reshape(B).contiguous()
+        table = (POINTER(_DCache) * B)(*(ctypes.cast(r, POINTER(_DCache)) for r in rows))
+        logits = torch.empty(B, 1, self.cfg.vocab_size, dtype=torch.float32)
+        status = self.lib.decode_step(ctypes.byref(self._model), flat.data_ptr(),
+                                      pos.data_ptr(), B, table, logits.data_ptr(),
+                                      torch.get_num_threads())  # fmt: skip
+        if status != 0:
+            raise MemoryError("decode_step could not allocate its scratch memory")
+        for c in caches:
+            c.advance(1)
+        return logits
