@@ -107,3 +107,26 @@ def test_quantized_embedded_model_stays_close(lm):
     # decode path (int8 activations) too
     prompt = "The three primary colors are"
     assert fast.generate(prompt, max_tokens=8) == lm.generate(prompt, max_tokens=8)
+
+
+def test_bfloat16_dequantization_rounds_like_torch(backend):
+    q, s = quantize_q8(torch.randn(70, 320) * 5)
+    got = quant.dequantize_q8_bf16(q, s)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, dequantize_q8(q, s).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_long_inputs_multiply_the_dequantized_weights(monkeypatch, bf16):
+    """Prefill-sized inputs: the exact int8-block weights, in bfloat16 where the CPU has it."""
+    monkeypatch.setattr(quant, "bf16_matmul_native", lambda: bf16)
+    lin = Q8Linear(*quantize_q8(torch.randn(96, 256) * 0.1))
+    x = torch.randn(3, 40, 256)
+    exact = torch.nn.functional.linear(x, dequantize_q8(lin.qweight, lin.scales))
+    out = lin(x)
+    assert out.dtype == torch.float32 and out.shape == (3, 40, 96)
+    if bf16:  # bfloat16 inputs (8 significant bits), float32 accumulation
+        torch.testing.assert_close(out, exact, atol=0.02 * float(exact.abs().max()), rtol=0)
+        assert not torch.equal(out, exact)
+    else:
+        torch.testing.assert_close(out, exact, atol=1e-5, rtol=1e-5)

@@ -71,6 +71,8 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device
 
 
 def build_tokenizer(ckpt: Checkpoint):
+    if ckpt.tokenizer is not None:  # built by the loader
+        return ckpt.tokenizer
     from opengemma.tokenizer import Tokenizer
 
     src = ckpt.tokenizer_source
@@ -192,7 +194,8 @@ def load(
     if quant == "auto":  # int8 blocks for a quantized GGUF, unless a dtype was asked for
         quant = "auto" if dtype is None and torch.device(device).type == "cpu" else "none"
     # an adapter is merged into float weights first; otherwise read GGUF blocks straight in
-    ckpt = load_checkpoint(path, torch_dtype, quant=quant if adapter is None else "none")
+    ckpt = load_checkpoint(path, torch_dtype, quant=quant if adapter is None else "none",
+                           tokenizer=True)  # fmt: skip
     tokenizer = build_tokenizer(ckpt)
     net = build_model(ckpt, torch_dtype, device)
     if adapter is not None:

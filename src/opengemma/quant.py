@@ -3,8 +3,9 @@
 Q8Linear and Q8Embedding replace nn.Linear / nn.Embedding after a model is built. Decoding
 (a few activation rows) runs the native int8 kernel: activations are quantized per block of 32
 as well, so the weights are read at one byte each (the tied 262k-row output projection of
-Gemma 3 dominates a decode step). Long inputs (prefill) dequantize one layer at a time into
-float32 and use the BLAS matrix product, which is compute- rather than memory-bound there.
+Gemma 3 dominates a decode step). Long inputs (prefill) dequantize one layer at a time and use
+the BLAS matrix product, which is compute- rather than memory-bound there: in bfloat16 (with
+float32 accumulation) where the CPU has bfloat16 instructions, else in float32.
 
 Quantizing a GGUF's Q4/Q5/Q6 weights to 8 bits per 32-block keeps them to within a fraction of
 their own quantization step; Q8_0 weights are taken over exactly.
@@ -12,6 +13,7 @@ their own quantization step; Q8_0 weights are taken over exactly.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import torch
@@ -41,6 +43,33 @@ def quantize_q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     inv = torch.where(scales > 0, 1.0 / scales, torch.zeros_like(scales))
     q = torch.round(blocks * inv[..., None]).clamp_(-127, 127).to(torch.int8)
     return q.reshape(N, K), scales
+
+
+@functools.cache
+def bf16_matmul_native() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX), where a
+    bfloat16 product runs 2-3x faster than a float32 one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def dequantize_q8_bf16(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """int8 blocks -> bfloat16 (N, K), rounded to nearest even."""
+    lib = native()
+    if lib is None:
+        return dequantize_q8(q, scales).to(torch.bfloat16)
+    N, K = q.shape
+    out = torch.empty(N, K, dtype=torch.bfloat16)
+    lib.q8_dequantize_bf16(q.data_ptr(), scales.data_ptr(), out.data_ptr(), N, K,
+                           torch.get_num_threads())  # fmt: skip
+    return out
 
 
 def dequantize_q8(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -102,6 +131,8 @@ class Q8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if rows.shape[0] <= GEMV_MAX_ROWS:
             out = q8_matmul(rows, self.qweight, self.scales)
+        elif bf16_matmul_native():  # long inputs: compute-bound, bfloat16 runs at 2-3x
+            out = F.linear(rows.bfloat16(), dequantize_q8_bf16(self.qweight, self.scales))
         else:
             out = F.linear(rows.float(), dequantize_q8(self.qweight, self.scales))
         if out.dtype != x.dtype:

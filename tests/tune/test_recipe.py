@@ -127,7 +127,7 @@ def test_quantized_base_error_and_gradient(bits):
 
 def test_int8_base_is_the_inference_format(tiny_dir, data, tmp_path):
     import opengemma
-    from opengemma.quant import Q8Linear
+    from opengemma.quant import Q8Linear, dequantize_q8
 
     lin = torch.nn.Linear(128, 48, bias=False)
     q8 = Q8Linear.from_linear(lin)
@@ -136,8 +136,10 @@ def test_int8_base_is_the_inference_format(tiny_dir, data, tmp_path):
     assert torch.equal(ours.codes, q8.qweight) and torch.equal(
         adopted.dequantize(), ours.dequantize()
     )
-    x = torch.randn(40, 128)  # > 16 rows: Q8Linear's dequantize-and-matmul path
-    torch.testing.assert_close(ours(x), q8(x), rtol=1e-5, atol=1e-5)
+    # the same weights: the frozen base computes with exactly what inference multiplies by
+    x = torch.randn(40, 128)
+    exact = torch.nn.functional.linear(x, dequantize_q8(q8.qweight, q8.scales))
+    torch.testing.assert_close(ours(x), exact, rtol=1e-5, atol=1e-5)
     lm = opengemma.load(tiny_dir, quant="q8")  # int8 inference kernels: no gradients
     with pytest.raises(AdapterError, match="quant='none'"):
         main(_cfg(tiny_dir, data, tmp_path / "q8"), lm=lm)

@@ -69,7 +69,9 @@ def bench(
     perplexity: bool = typer.Option(True, help="Compare perplexity on the text."),
     ppl_window: int = typer.Option(512, help="Tokens per perplexity window."),
     ppl_max_windows: int = typer.Option(0, help="Most perplexity windows (0 = all)."),
-    dtype: str = typer.Option("float32", help="opengemma's dtype."),
+    dtype: str = typer.Option(
+        None, help="opengemma's dtype; default: load()'s own (int8 blocks for a quantized GGUF)."
+    ),
     load_option: list[str] = typer.Option(  # noqa: B008
         [], help="KEY=VALUE passed to opengemma.load (repeatable; VALUE as JSON if it parses)."
     ),

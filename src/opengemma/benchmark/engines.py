@@ -19,7 +19,8 @@ from typing import Any
 
 from opengemma.errors import OpenGemmaError
 
-ENGINES = ("opengemma", "llama.cpp", "transformers")
+# opengemma-f32: opengemma's exact float32 path on the same file (the quality reference)
+ENGINES = ("opengemma", "opengemma-f32", "llama.cpp", "transformers")
 
 
 class BenchmarkError(OpenGemmaError):
@@ -126,6 +127,13 @@ class _OpenGemma:
 
         logits = self.lm.logits(ids)
         return float(F.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="sum"))
+
+
+class _OpenGemmaF32(_OpenGemma):
+    """opengemma's float32 reference path: `load(dtype="float32")`, weights as stored."""
+
+    def __init__(self, job: dict[str, Any]):
+        super().__init__({**job, "dtype": "float32"})
 
 
 class _LlamaCpp:
@@ -256,7 +264,8 @@ class _Transformers:
         return float(F.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="sum"))
 
 
-_ADAPTERS = {"opengemma": _OpenGemma, "llama.cpp": _LlamaCpp, "transformers": _Transformers}
+_ADAPTERS = {"opengemma": _OpenGemma, "opengemma-f32": _OpenGemmaF32, "llama.cpp": _LlamaCpp,
+             "transformers": _Transformers}  # fmt: skip
 
 
 def _peak_rss() -> int:

@@ -193,7 +193,7 @@ class BenchOptions:
     perplexity: bool = True
     ppl_window: int = 512
     ppl_max_windows: int = 0
-    dtype: str = "float32"
+    dtype: str | None = None  # opengemma's; None = load()'s default
     load_options: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 1800.0
     bandwidth_mib: int = 1024  # size of the array summed to measure read bandwidth

@@ -36,6 +36,7 @@ class Checkpoint:
     # matrices kept as int8 blocks (opengemma.quant): name -> (int8 values, float32 scales);
     # these names are absent from `tensors`
     quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    tokenizer: Any = None  # an opengemma Tokenizer, when the loader built it (GGUF, on request)
 
 
 def detect_format(path: Path) -> str:
@@ -67,6 +68,7 @@ def load_checkpoint(
     dtype: torch.dtype = torch.float32,
     variant: str | GemmaConfig | None = None,
     quant: str = "none",
+    tokenizer: bool = False,
 ) -> Checkpoint:
     """Read a checkpoint into a Checkpoint with `dtype` tensors.
 
@@ -75,13 +77,15 @@ def load_checkpoint(
     .ckpt files, which carry no config; by default it is inferred from the tensor shapes.
     `quant` (GGUF files): "q8" reads the matrices straight into int8 blocks (`quantized`),
     never holding them in `dtype`; "auto" does so when the file's matrices are quantized.
+    `tokenizer` (GGUF files): build the tokenizer before the tensors and drop the vocabulary
+    arrays it was built from, so they are not held while the weights are read.
     """
     path = resolve_path(path)
     fmt = detect_format(path)
     if fmt == "gguf":
         from opengemma.checkpoint.gguf_file import load_gguf
 
-        return load_gguf(path, dtype, quant)
+        return load_gguf(path, dtype, quant, tokenizer)
     if fmt == "ckpt":
         from opengemma.checkpoint.ckpt import load_ckpt
 

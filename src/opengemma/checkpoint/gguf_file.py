@@ -104,16 +104,27 @@ def gguf_shapes(gf: GGUFFile) -> dict[str, tuple[int, ...]]:
 _FLOAT_TYPES = ("F32", "F16", "BF16")
 
 
-def load_gguf(path: Path, dtype: torch.dtype, quant: str = "none") -> Checkpoint:
+def load_gguf(
+    path: Path, dtype: torch.dtype, quant: str = "none", tokenizer: bool = False
+) -> Checkpoint:
     """Parse, validate and dequantize a GGUF file (norm weights back to the w convention).
 
     quant "q8": matrices go straight from their stored blocks to int8 blocks
     (`Checkpoint.quantized`); "auto": so when any matrix is stored quantized; "none": all in
-    `dtype`.
+    `dtype`. tokenizer: build `Checkpoint.tokenizer` first, then drop the vocabulary arrays.
     """
     gf = GGUFFile(path)
     config = gguf_config(gf)
     check_coverage(gguf_shapes(gf), expected_shapes(config), path)
+    metadata = summary_metadata(gf.metadata)
+    built = None
+    if tokenizer:
+        from opengemma.tokenizer import Tokenizer
+
+        built = Tokenizer.from_gguf(gf)
+        for key in _VOCAB_ARRAYS:  # tens of MB of Python objects, not needed any more
+            if key in gf.metadata:
+                gf.metadata[key] = None
     matrices = [n for n, t in gf.tensors.items() if len(t.shape) == 2 and gguf_to_ours(n)]
     if quant == "auto":
         stored = {gf.tensors[n].type_name for n in matrices}
@@ -131,12 +142,12 @@ def load_gguf(path: Path, dtype: torch.dtype, quant: str = "none") -> Checkpoint
         tensors[name] = gf.load(gguf_name, dtype, _minus_one if is_norm(name) else None)
     infos = gf.tensors.values()
     info = {
-        "metadata": summary_metadata(gf.metadata),
+        "metadata": metadata,
         "tensor_types": Counter(t.type_name for t in infos),
         "tensor_bytes": sum(t.nbytes for t in infos),
         "tensors": [(t.name, t.type_name, t.shape, t.nbytes) for t in infos],
     }
-    return Checkpoint(config, tensors, "gguf", path, gf, info, quantized)
+    return Checkpoint(config, tensors, "gguf", path, gf, info, quantized, built)
 
 
 def _minus_one(x: torch.Tensor) -> torch.Tensor:

@@ -74,6 +74,7 @@ SIGNATURES = {  # C function -> (return type, argument types)
     # q8.c: int8 block kernels
     "q8_quantize": (None, [_vp, _vp, _vp, _lg, _lg]),
     "q8_dequantize": (None, [_vp, _vp, _vp, _lg, _lg, _it]),
+    "q8_dequantize_bf16": (None, [_vp, _vp, _vp, _lg, _lg, _it]),
     "q8_gemv": (None, [_vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
     "q8_gather": (None, [_vp, _vp, _vp, _vp, _lg, _lg]),
     "q8_linear": (None, [_vp, _vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <immintrin.h>
 
 void q8_quantize(const float *x, int8_t *xq, float *xs, long rows, long K);
 void q8_gemv(const int8_t *xq, const float *xs, const int8_t *w, const float *ws, float *out,
@@ -79,39 +80,59 @@ static void rope(float *x, long n_heads, long hd, const float *inv_freq, int64_t
     }
 }
 
+/* sum of a[i] * b[i]: eight lanes at a time (a plain loop would stay scalar: the compiler may
+ * not reorder a float sum) */
+static inline float dot(const float *a, const float *b, long n) {
+    long i = 0;
+    float sum = 0.0f;
+#ifdef __AVX2__
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    __m256 acc = _mm256_add_ps(acc0, acc1);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    sum = _mm_cvtss_f32(s4);
+#endif
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
 static inline float softcap(float x, float cap) { return cap > 0.0f ? tanhf(x / cap) * cap : x; }
 
-/* attention of one row's query heads q [H, hd] over its cache for one layer -> out [H, hd] */
-static void attend(const DModel *m, const DLayer *L, const DCache *c, const float *q, int64_t p,
-                   float *out, float *scores, long *slots) {
-    long hd = m->head_dim, group = m->n_heads / m->n_kv, n = 0;
+/* the cache slots a query at position p may attend to -> slots; returns their count */
+static long visible_slots(const DLayer *L, const DCache *c, int64_t p, long *slots) {
+    long n = 0;
     for (long s = 0; s < c->cap; s++) {
         int64_t kp = c->pos ? c->pos[s] : s;
         if (kp < 0 || kp > p || (L->window > 0 && kp <= p - L->window)) continue;
         slots[n++] = s;
     }
-    for (long h = 0; h < m->n_heads; h++) {
-        long g = h / group;
-        const float *qh = q + h * hd, *kc = c->k + g * c->cap * hd, *vc = c->v + g * c->cap * hd;
-        float mx = -INFINITY;
-        for (long i = 0; i < n; i++) {
-            const float *kr = kc + slots[i] * hd;
-            float dot = 0.0f;
-            for (long j = 0; j < hd; j++) dot += qh[j] * kr[j];
-            float sc = softcap(dot * m->attn_scale, m->attn_softcap);
-            scores[i] = sc;
-            if (sc > mx) mx = sc;
-        }
-        float sum = 0.0f;
-        for (long i = 0; i < n; i++) sum += scores[i] = expf(scores[i] - mx);
-        float inv = 1.0f / sum;
-        float *oh = out + h * hd;
-        for (long j = 0; j < hd; j++) oh[j] = 0.0f;
-        for (long i = 0; i < n; i++) {
-            float w = scores[i] * inv;
-            const float *vr = vc + slots[i] * hd;
-            for (long j = 0; j < hd; j++) oh[j] += w * vr[j];
-        }
+    return n;
+}
+
+/* one query head qh [hd] over n cache slots of its key/value head -> oh [hd] */
+static void attend_head(const DModel *m, const DCache *c, long g, const float *qh, long n,
+                        const long *slots, float *scores, float *oh) {
+    long hd = m->head_dim;
+    const float *kc = c->k + g * c->cap * hd, *vc = c->v + g * c->cap * hd;
+    float mx = -INFINITY;
+    for (long i = 0; i < n; i++) {
+        float sc = softcap(dot(qh, kc + slots[i] * hd, hd) * m->attn_scale, m->attn_softcap);
+        scores[i] = sc;
+        if (sc > mx) mx = sc;
+    }
+    float sum = 0.0f;
+    for (long i = 0; i < n; i++) sum += scores[i] = expf(scores[i] - mx);
+    float inv = 1.0f / sum;
+    for (long j = 0; j < hd; j++) oh[j] = 0.0f;
+    for (long i = 0; i < n; i++) {
+        float w = scores[i] * inv;
+        const float *vr = vc + slots[i] * hd;
+        for (long j = 0; j < hd; j++) oh[j] += w * vr[j];
     }
 }
 
@@ -131,9 +152,9 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
     long max_cap = 1;
     for (long b = 0; b < B; b++)
         for (long l = 0; l < m->n_layers; l++) max_cap = max_l(max_cap, caches[b][l].cap);
-    size_t floats = (size_t)B * (2 * d + qdim + 2 * kvdim + qdim + 2 * m->ffn) + max_cap;
+    size_t floats = (size_t)B * (2 * d + qdim + 2 * kvdim + qdim + 2 * m->ffn + H * max_cap);
     float *buf = malloc(floats * sizeof(float) + (size_t)B * widest * (1 + sizeof(float)));
-    long *slots = malloc(max_cap * sizeof(long));
+    long *slots = malloc((size_t)B * max_cap * sizeof(long)), n_slots[B];
     if (!buf || !slots) {
         free(buf);
         free(slots);
@@ -141,7 +162,7 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
     }
     float *x = buf, *h = x + B * d, *q = h + B * d, *k = q + B * qdim, *v = k + B * kvdim;
     float *att = v + B * kvdim, *gate = att + B * qdim, *up = gate + B * m->ffn;
-    float *scores = up + B * m->ffn, *xs = scores + max_cap;
+    float *scores = up + B * m->ffn, *xs = scores + B * H * max_cap;
     int8_t *xq = (int8_t *)(xs + B * widest / 32);
 
     q8_gather(m->embed.q, m->embed.s, ids, x, B, d);
@@ -169,7 +190,16 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
                 memcpy(c->v + (g * c->cap + slot) * hd, vb + g * hd, hd * sizeof(float));
             }
             if (c->pos) c->pos[slot] = pos[b];
-            attend(m, L, c, qb, pos[b], att + b * qdim, scores, slots);
+            n_slots[b] = visible_slots(L, c, pos[b], slots + b * max_cap);
+        }
+        long work = 0;
+        for (long b = 0; b < B; b++) work += n_slots[b];
+        /* every (row, head) pair on its own: worth threads once the contexts grow */
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic) if (nthreads > 1 && work * qdim > (1L << 17))
+        for (long bh = 0; bh < B * H; bh++) {
+            long b = bh / H, i = bh % H;
+            attend_head(m, &caches[b][l], i / (H / KV), q + b * qdim + i * hd, n_slots[b],
+                        slots + b * max_cap, scores + bh * max_cap, att + b * qdim + i * hd);
         }
         linear(att, &L->wo, h, B, xq, xs, nthreads);
         for (long b = 0; b < B; b++) {

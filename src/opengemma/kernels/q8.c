@@ -37,6 +37,41 @@ void q8_dequantize(const int8_t *w, const float *ws, float *out, long N, long K,
         }
 }
 
+/* w: int8 [N, K], ws: float [N, K/32] -> out: bfloat16 bits [N, K], rounded to nearest even
+ * (the weights of a bfloat16 matrix product for long inputs) */
+void q8_dequantize_bf16(const int8_t *w, const float *ws, uint16_t *out, long N, long K,
+                        int nthreads) {
+    long nb = K / QK;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && N * K > (1L << 20))
+    for (long n = 0; n < N; n++)
+        for (long j = 0; j < nb; j++) {
+            const int8_t *src = w + n * K + j * QK;
+            uint16_t *dst = out + n * K + j * QK;
+            float d = ws[n * nb + j];
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+            __m512 lo = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)src))),
+                _mm512_set1_ps(d));
+            __m512 hi = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(
+                    _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 16)))),
+                _mm512_set1_ps(d));
+            __m512bh packed = _mm512_cvtne2ps_pbh(hi, lo);
+            _mm512_storeu_si512((void *)dst, (__m512i)packed);
+#else
+            for (int i = 0; i < QK; i++) {
+                float v = d * src[i];
+                uint32_t bits;
+                memcpy(&bits, &v, 4);
+                if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x7fffffu))
+                    dst[i] = (uint16_t)((bits >> 16) | 0x40); /* keep NaN a NaN */
+                else
+                    dst[i] = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+            }
+#endif
+        }
+}
+
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
