@@ -82,7 +82,7 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path):
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    args = ["bench", "--engines", "opengemma", "--threads", "1", "--prompt-tokens", str(PROMPT),
+    args = ["bench", "--engines", "opengemma,opengemma-f32", "--threads", "1", "--prompt-tokens", str(PROMPT),
             "--decode-tokens", str(DECODE), "--repeats", "2", "--batch", "2", "--batch-tokens",
             "8", "--ppl-window", str(WINDOW), "--ppl-max-windows", "2", "--bandwidth-mib", "32",
             "--json", str(out / "r.json"), "--markdown", str(out / "r.md")]  # fmt: skip
@@ -94,7 +94,8 @@ def bench_run(tmp_path_factory):
 def test_greedy_tokens_and_figures(bench_run, lm):
     doc, _ = bench_run
     setting = doc["settings"][0]
-    raw, row = setting["raw"]["opengemma"], setting["engines"]["opengemma"]
+    # opengemma-f32 is the exact float32 path: its greedy tokens are the reference model's
+    raw, row = setting["raw"]["opengemma-f32"], setting["engines"]["opengemma-f32"]
     body = lm.tokenizer.encode_plain(DEFAULT_TEXT.read_text(encoding="utf-8"))
     prompt = [lm.tokenizer.bos_id] + body[: PROMPT - 1]
     expected = []
@@ -109,10 +110,15 @@ def test_greedy_tokens_and_figures(bench_run, lm):
     held = sum(p.numel() * p.element_size() for p in lm.model.parameters())
     assert raw["weight_bytes"] == held
     assert held < raw["peak_rss"] <= raw["peak_rss_total"]  # the float32 weights are resident
+    # the default path holds Q8_0 blocks (34 bytes per 32 weights), and the bound uses them
+    fast, fast_row = setting["raw"]["opengemma"], setting["engines"]["opengemma"]
+    assert fast["weight_bytes"] < 0.3 * held < fast["peak_rss"]
+    assert len(fast["tokens"]) == DECODE + 1 and fast["tokens"][0] == expected[0]
     gbs = setting["bandwidth"]["gbs"]
-    assert setting["bound_tps"] == pytest.approx(gbs * 1e9 / held)
+    assert setting["bound_tps"] == pytest.approx(gbs * 1e9 / fast["weight_bytes"])
     assert setting["stored_bound_tps"] == pytest.approx(gbs * 1e9 / doc["stored_bytes"])
-    assert row["frac_bound"] == pytest.approx(row["decode_tps"] / setting["bound_tps"])
+    assert fast_row["frac_bound"] == pytest.approx(fast_row["decode_tps"] / setting["bound_tps"])
+    assert setting["ratios"]["opengemma-f32"]["decode_tps"] > 0
 
 
 @pytest.mark.slow
@@ -125,8 +131,11 @@ def test_perplexity_matches_an_independent_computation(bench_run, lm):
         logp = F.log_softmax(lm.logits(ids).double(), dim=-1)
         nll -= float(logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
         count += len(ids) - 1
-    reported = doc["perplexity"]["opengemma"]
+    reported = doc["perplexity"]["opengemma-f32"]
     assert reported["tokens"] == count == 2 * (WINDOW - 1)
     assert reported["ppl"] == pytest.approx(math.exp(nll / count), rel=1e-4)
+    fast = doc["perplexity"]["opengemma"]  # the default Q8_0 path: within 3% of float32
+    assert fast["tokens"] == count and abs(fast["ppl"] / reported["ppl"] - 1) < 0.03
+    assert reported["vs_opengemma"] == pytest.approx(reported["ppl"] / fast["ppl"])
     speed_md, ppl_md = markdown.split("perplexity on the same")
     assert "| opengemma | 1/1 |" in speed_md and "| opengemma | " in ppl_md

@@ -1,21 +1,37 @@
-"""Block-quantized int8 layers: the native kernels against exact references, and the quantized
-embedded model against the float32 one."""
+"""Int8 block layers: the native kernels against exact references (the gguf package's Q8_0
+quantizer, exact integer block arithmetic), and the quantized embedded model against float32."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize as gguf_dequantize
+from gguf.quants import quantize as gguf_quantize
 from torch import nn
 
 import opengemma.quant as quant
-from opengemma.quant import Q8Embedding, Q8Linear, dequantize_q8, q8_matmul, quantize_q8
+from opengemma.quant import (
+    Q8Embedding,
+    Q8Linear,
+    dequantize_q8,
+    dequantize_q8_0,
+    q8_0_matmul,
+    quantize_q8,
+    quantize_q8_0,
+    split_q8_0,
+)
+
+Q8_0 = GGMLQuantizationType.Q8_0
 
 
-def exact_block_product(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+def exact_block_product(x: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     """Reference: int8 activations per 32-block, exact integer dots, float64 accumulation."""
     xq, xs = quantize_q8(x)
+    q, s = split_q8_0(blocks)
     R, K = x.shape
     N = q.shape[0]
     xb = xq.double().reshape(R, 1, K // 32, 32)
@@ -33,31 +49,51 @@ def backend(request, monkeypatch):
     return request.param
 
 
-def test_quantize_round_trip_error_is_bounded(backend):
+def test_q8_0_blocks_are_the_gguf_quantizers(backend):
+    """Bit for bit the gguf package's (llama.cpp's) Q8_0, ties and zero blocks included."""
     w = torch.randn(64, 256) * 3
-    q, s = quantize_q8(w)
+    w[0, :32] = 0.0  # an all-zero block
+    w[1, :32] = torch.arange(32) - 15.5  # many values exactly halfway after scaling
+    w[2, 32:64] = torch.linspace(-1, 1, 32) * 1e-6
+    blocks = quantize_q8_0(w)
+    assert blocks.dtype == torch.uint8 and blocks.shape == (64, 8 * 34)
+    assert np.array_equal(blocks.numpy(), gguf_quantize(w.numpy(), Q8_0))
+    deq = dequantize_q8_0(blocks)
+    assert np.array_equal(deq.numpy(), gguf_dequantize(blocks.numpy(), Q8_0).reshape(64, 256))
+    q, s = split_q8_0(blocks)
+    assert int(q.abs().max()) == 127 and s.shape == (64, 8)
+    # within half a step, plus the float16 rounding of the scale (127 * 2^-11 of a step);
+    # row 2's tiny block has a subnormal float16 scale, as it would in llama.cpp
+    err = (deq - w).abs().reshape(64, 8, 32)[3:]
+    assert (err <= s[3:, :, None] * (0.5 + 127 / 2048) + 1e-7).all()
+
+
+def test_activation_quantization_round_trip(backend):
+    x = torch.randn(64, 256) * 3
+    q, s = quantize_q8(x)
     assert q.dtype == torch.int8 and s.shape == (64, 8)
     assert int(q.abs().max()) == 127
-    err = (dequantize_q8(q, s) - w).abs().reshape(64, 8, 32)
-    assert (err <= s[..., None] / 2 + 1e-6).all()  # within half a step of each block's scale
+    err = (dequantize_q8(q, s) - x).abs().reshape(64, 8, 32)
+    assert (err <= s[..., None] / 2 + 1e-6).all()
 
 
 def test_native_and_torch_quantization_agree(monkeypatch):
     w = torch.randn(48, 320)
-    native = quantize_q8(w)
+    native = quantize_q8(w), quantize_q8_0(w)
     monkeypatch.setattr(quant, "native", lambda: None)
-    fallback = quantize_q8(w)
-    assert torch.equal(native[0], fallback[0])
-    torch.testing.assert_close(native[1], fallback[1])
+    fallback = quantize_q8(w), quantize_q8_0(w)
+    assert torch.equal(native[0][0], fallback[0][0])
+    torch.testing.assert_close(native[0][1], fallback[0][1])
+    assert torch.equal(native[1], fallback[1])
 
 
 @pytest.mark.parametrize("rows", [1, 3, 4, 7, 16])
 def test_matmul_equals_exact_block_arithmetic(backend, rows):
     x = torch.randn(rows, 640)
     x[:, 5] = 40.0  # an outlier channel, as Gemma's hidden states have
-    q, s = quantize_q8(torch.randn(300, 640) * 0.05)
-    got = q8_matmul(x, q, s).double()
-    ref = exact_block_product(x, q, s)
+    blocks = quantize_q8_0(torch.randn(300, 640) * 0.05)
+    got = q8_0_matmul(x, blocks).double()
+    ref = exact_block_product(x, blocks)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
 
 
@@ -74,16 +110,23 @@ def test_linear_and_embedding_track_float(backend):
     emb = nn.Embedding(50, 64)
     qe = Q8Embedding.from_embedding(emb)
     ids = torch.tensor([[3, 0, 49]])
-    torch.testing.assert_close(qe(ids), dequantize_q8(qe.qweight, qe.scales)[ids])
+    torch.testing.assert_close(qe(ids), dequantize_q8_0(qe.blocks)[ids])
     assert (qe(ids) - emb(ids)).abs().max() < emb.weight.abs().max() / 127
     h = torch.randn(1, 64)
-    torch.testing.assert_close(qe.attend(h), q8_matmul(h, qe.qweight, qe.scales))
+    torch.testing.assert_close(qe.attend(h), q8_0_matmul(h, qe.blocks))
+
+
+def test_malformed_blocks_are_refused():
+    with pytest.raises(ValueError, match="Q8_0 blocks"):
+        Q8Linear(torch.zeros(4, 33, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="Q8_0 blocks"):
+        Q8Linear(torch.zeros(4, 34, dtype=torch.int8))
 
 
 @pytest.mark.slow
 def test_quantized_embedded_model_stays_close(lm):
-    """The q8 model (the default for GGUF files) against the float32 reference: same greedy
-    choices almost everywhere, and a perplexity within 3%."""
+    """The Q8_0-block model (the default for quantized GGUF files) against the float32
+    reference: same greedy choices almost everywhere, and a perplexity within 3%."""
     import opengemma
 
     fast = opengemma.load()
@@ -110,19 +153,19 @@ def test_quantized_embedded_model_stays_close(lm):
 
 
 def test_bfloat16_dequantization_rounds_like_torch(backend):
-    q, s = quantize_q8(torch.randn(70, 320) * 5)
-    got = quant.dequantize_q8_bf16(q, s)
+    blocks = quantize_q8_0(torch.randn(70, 320) * 5)
+    got = quant.dequantize_q8_0_bf16(blocks)
     assert got.dtype == torch.bfloat16
-    assert torch.equal(got, dequantize_q8(q, s).to(torch.bfloat16))
+    assert torch.equal(got, dequantize_q8_0(blocks).to(torch.bfloat16))
 
 
 @pytest.mark.parametrize("bf16", [True, False])
 def test_long_inputs_multiply_the_dequantized_weights(monkeypatch, bf16):
     """Prefill-sized inputs: the exact int8-block weights, in bfloat16 where the CPU has it."""
     monkeypatch.setattr(quant, "bf16_matmul_native", lambda: bf16)
-    lin = Q8Linear(*quantize_q8(torch.randn(96, 256) * 0.1))
+    lin = Q8Linear(quantize_q8_0(torch.randn(96, 256) * 0.1))
     x = torch.randn(3, 40, 256)
-    exact = torch.nn.functional.linear(x, dequantize_q8(lin.qweight, lin.scales))
+    exact = torch.nn.functional.linear(x, dequantize_q8_0(lin.blocks))
     out = lin(x)
     assert out.dtype == torch.float32 and out.shape == (3, 40, 96)
     if bf16:  # bfloat16 inputs (8 significant bits), float32 accumulation

@@ -57,7 +57,9 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device
     with torch.device("meta"):
         model = GemmaModel(ckpt.config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    shapes = {**ckpt.tensors, **{k: q.shape for k, (q, _) in ckpt.quantized.items()}}
+    from opengemma.quant import block_shape
+
+    shapes = {**ckpt.tensors, **{k: block_shape(b) for k, b in ckpt.quantized.items()}}
     check_coverage(shapes, expected, ckpt.path)
     tensors = {k: v.to(device=device, dtype=dtype) for k, v in ckpt.tensors.items()}
     if ckpt.quantized:

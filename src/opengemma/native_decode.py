@@ -22,7 +22,7 @@ from opengemma.quant import Q8Embedding, Q8Linear
 
 
 class _QW(ctypes.Structure):
-    _fields_ = [("q", c_void_p), ("s", c_void_p), ("n", c_long), ("k", c_long)]
+    _fields_ = [("w", c_void_p), ("n", c_long), ("k", c_long)]
 
 
 _PROJ = ("wq", "wk", "wv", "wo", "wgate", "wup", "wdown")
@@ -108,11 +108,10 @@ class NativeDecoder:
         return cls(model, lib)
 
     def _qw(self, mod: Q8Linear | Q8Embedding) -> _QW:
-        for name in ("qweight", "scales"):
-            tensor = getattr(mod, name)
-            self._watch.append((mod, name, tensor, tensor._version))
-        n, k = mod.qweight.shape
-        return _QW(mod.qweight.data_ptr(), mod.scales.data_ptr(), n, k)
+        self._watch.append((mod, "blocks", mod.blocks, mod.blocks._version))
+        n, k = (mod.out_features, mod.in_features) if isinstance(mod, Q8Linear) else (
+            mod.num_embeddings, mod.embedding_dim)  # fmt: skip
+        return _QW(mod.blocks.data_ptr(), n, k)
 
     def _norm(self, norm: nn.Module) -> int | None:
         if isinstance(norm, nn.Identity):

@@ -24,7 +24,7 @@ import codecs
 import operator
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,11 @@ _Piece = spm_pb2.ModelProto.SentencePiece
 NORMAL, UNKNOWN, CONTROL = _Piece.NORMAL, _Piece.UNKNOWN, _Piece.CONTROL
 USER_DEFINED, UNUSED, BYTE = _Piece.USER_DEFINED, _Piece.UNUSED, _Piece.BYTE
 
-# gguf.TokenType value -> SentencePiece piece type (0 = undefined in old files: treat as normal).
-_GGUF_TO_SPM_TYPE = {0: NORMAL, 1: NORMAL, 2: UNKNOWN, 3: CONTROL, 4: USER_DEFINED, 5: UNUSED}
-_GGUF_TO_SPM_TYPE[6] = BYTE
+# gguf.TokenType value (index) -> SentencePiece piece type; 0 = undefined in old files, other
+# values unknown: both read as normal.
+_GGUF_TO_SPM_TYPE = np.array(
+    [NORMAL, NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE], np.uint8
+)
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 # Pieces a Gemma tokenizer.model may mark USER_DEFINED although they are control tokens (llama.cpp
 # and transformers treat them as special): retyped CONTROL, so encode_plain never emits them.
@@ -114,6 +116,16 @@ def build_model_proto(meta: dict[str, Any]) -> spm_pb2.ModelProto:
     user-defined runs of spaces) get their ``▁`` spelling back, so they match the escaped text
     as in the original model.
     """
+    return spm_pb2.ModelProto.FromString(_serialize(*_gguf_vocab(meta)))
+
+
+_Vocab = tuple[list[str], np.ndarray, np.ndarray, spm_pb2.ModelProto]
+
+
+def _gguf_vocab(meta: dict[str, Any]) -> _Vocab:
+    """The model `build_model_proto` describes, in parts: its pieces, their float32 scores, their
+    SentencePiece types (uint8), and a ``ModelProto`` holding only the trainer and normalizer
+    specs. Computed on whole arrays: Python message objects for 262k pieces take ~0.3 s."""
     tokens = meta.get("tokenizer.ggml.tokens")
     if not tokens:
         raise TokenizerError(
@@ -133,9 +145,11 @@ def build_model_proto(meta: dict[str, Any]) -> spm_pb2.ModelProto:
             "use a Gemma GGUF file."
         )
     n = len(tokens)
-    types = meta.get("tokenizer.ggml.token_type")
+    gguf_types = meta.get("tokenizer.ggml.token_type")
     scores = meta.get("tokenizer.ggml.scores")
-    if (types is not None and len(types) != n) or (scores is not None and len(scores) != n):
+    if (gguf_types is not None and len(gguf_types) != n) or (
+        scores is not None and len(scores) != n
+    ):
         raise TokenizerError(
             "The GGUF tokenizer arrays (tokens, scores, token_type) differ in length; "
             "re-convert the file."
@@ -152,47 +166,120 @@ def build_model_proto(meta: dict[str, Any]) -> spm_pb2.ModelProto:
         return None if i is None else int(i)
 
     ids = {k: special_id(k, p) for k, p in _SPECIAL_PIECES.items()}
-    if ids["bos"] is None or ids["eos"] is None or ids["unknown"] is None:
+    unk, bos, eos, pad = ids["unknown"], ids["bos"], ids["eos"], ids["padding"]
+    if bos is None or eos is None or unk is None:
         raise TokenizerError(
             "The GGUF tokenizer names no bos/eos/unk token (tokenizer.ggml.*_token_id); "
             "re-convert the file."
         )
-    proto = spm_pb2.ModelProto()
-    seen = set(tokens)
-    n_bytes = 0
-    for i, text in enumerate(tokens):
-        if types is None:
-            ptype = BYTE if _BYTE_PIECE.fullmatch(text) else NORMAL
-        else:
-            ptype = _GGUF_TO_SPM_TYPE.get(int(types[i]), NORMAL)
-        if i == ids["unknown"]:
-            ptype = UNKNOWN  # SentencePiece wants exactly one UNKNOWN piece: the unk id
-        elif ptype == UNKNOWN or (types is None and i in (ids["bos"], ids["eos"], ids["padding"])):
-            ptype = CONTROL
-        if ptype in (NORMAL, USER_DEFINED) and " " in text:
-            respelled = text.replace(" ", _SPACE)
-            if respelled not in seen:
-                seen.add(respelled)
-                text = respelled
-        n_bytes += ptype == BYTE
-        proto.pieces.add(piece=text, score=float(scores[i]), type=ptype)
-    spec = proto.trainer_spec
+    types = np.full(n, NORMAL, np.uint8)
+    if gguf_types is None:  # byte pieces by their spelling; bos/eos/pad are control tokens
+        types[[i for i, text in enumerate(tokens) if _BYTE_PIECE.fullmatch(text)]] = BYTE
+        types[[i for i in (bos, eos, pad) if i is not None]] = CONTROL
+    else:
+        codes = np.asarray(gguf_types).astype(np.int64)  # truncated like int()
+        known = (codes >= 0) & (codes < len(_GGUF_TO_SPM_TYPE))
+        types[known] = _GGUF_TO_SPM_TYPE[codes[known]]
+    types[types == UNKNOWN] = CONTROL
+    types[unk] = UNKNOWN  # SentencePiece wants exactly one UNKNOWN piece: the unk id
+    pieces = list(tokens)
+    spaced = {
+        i: text.replace(" ", _SPACE)
+        for i, text in enumerate(tokens)
+        if " " in text and types[i] in (NORMAL, USER_DEFINED)
+    }
+    if spaced:  # respell unless the ▁ spelling is a piece already (or was taken just before)
+        taken = set(spaced.values()).intersection(tokens)
+        for i, respelled in spaced.items():
+            if respelled not in taken:
+                taken.add(respelled)
+                pieces[i] = respelled
+    specs = spm_pb2.ModelProto()
+    spec = specs.trainer_spec
     spec.model_type = spm_pb2.TrainerSpec.BPE
     spec.vocab_size = n
-    spec.byte_fallback = n_bytes == 256
-    spec.unk_id, spec.unk_piece = ids["unknown"], tokens[ids["unknown"]]
-    spec.bos_id, spec.bos_piece = ids["bos"], tokens[ids["bos"]]
-    spec.eos_id, spec.eos_piece = ids["eos"], tokens[ids["eos"]]
-    spec.pad_id = -1 if ids["padding"] is None else ids["padding"]
-    if ids["padding"] is not None:
-        spec.pad_piece = tokens[ids["padding"]]
-    norm = proto.normalizer_spec
+    spec.byte_fallback = np.count_nonzero(types == BYTE) == 256
+    spec.unk_id, spec.unk_piece = unk, tokens[unk]
+    spec.bos_id, spec.bos_piece = bos, tokens[bos]
+    spec.eos_id, spec.eos_piece = eos, tokens[eos]
+    spec.pad_id = -1 if pad is None else pad
+    if pad is not None:
+        spec.pad_piece = tokens[pad]
+    norm = specs.normalizer_spec
     norm.name = "identity"
     norm.precompiled_charsmap = b""
     norm.add_dummy_prefix = False
     norm.remove_extra_whitespaces = False
     norm.escape_whitespaces = True
-    return proto
+    return pieces, np.asarray(scores, dtype=np.float32), types, specs
+
+
+def _serialize(
+    pieces: list[str], scores: np.ndarray, types: np.ndarray, specs: spm_pb2.ModelProto
+) -> bytes:
+    """The serialized ``ModelProto`` of the pieces and the specs, byte for byte what protobuf
+    writes for them: each ``SentencePiece`` entry (field 1, with its piece, score and type all
+    set) is laid out with numpy, the specs (fields 2, 3) come after, as protobuf orders them."""
+    text = np.frombuffer("".join(pieces).encode(), np.uint8)
+    length = np.fromiter(map(len, map(str.encode, pieces)), np.int64, len(pieces))
+    body = length + _varint_size(length) + 8  # 0A len piece, 15 score (4 bytes), 18 type
+    size = body + _varint_size(body) + 1  # 0A len body
+    end = np.cumsum(size)
+    start = end - size
+    out = np.empty(int(end[-1]), np.uint8)
+    in_piece = np.ones(out.size, bool)  # what is left: the piece bytes, in order
+
+    def put(at: np.ndarray, values: Any) -> None:
+        out[at] = values
+        in_piece[at] = False
+
+    put(start, 0x0A)
+    at = _put_varint(put, start + 1, body)
+    put(at, 0x0A)
+    _put_varint(put, at + 1, length)
+    tail = end - 7
+    put(tail, 0x15)
+    score_bytes = np.ascontiguousarray(scores, dtype="<f4").view(np.uint8).reshape(-1, 4)
+    for k in range(4):
+        put(tail + 1 + k, score_bytes[:, k])
+    put(tail + 5, 0x18)
+    put(tail + 6, types)
+    out[in_piece] = text
+    return out.tobytes() + specs.SerializeToString()
+
+
+def _varint_size(values: np.ndarray) -> np.ndarray:
+    """Bytes in the protobuf varint of each (non-negative) value."""
+    size = np.ones_like(values)
+    for shift in range(7, 64, 7):
+        size += values >= 1 << shift
+    return size
+
+
+def _put_varint(
+    put: Callable[[np.ndarray, Any], None], at: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """Write the varint of each value at its offset; return the offsets just past them."""
+    at, values = at.copy(), values.copy()
+    todo = np.arange(len(values))
+    while todo.size:
+        v = values[todo]
+        more = v >= 0x80
+        put(at[todo], (v & 0x7F) | more * 0x80)
+        at[todo] += 1
+        values[todo] = v >> 7
+        todo = todo[more]
+    return at
+
+
+def _retype_controls(pieces: list[str], types: bytearray | np.ndarray) -> list[int]:
+    """Retype CONTROL, in place, the USER_DEFINED pieces that are control tokens (see
+    `_LOOKS_CONTROL`); return their ids."""
+    user = np.flatnonzero(np.frombuffer(types, np.uint8) == USER_DEFINED).tolist()
+    ids = [i for i in user if _LOOKS_CONTROL.fullmatch(pieces[i])]
+    for i in ids:
+        types[i] = CONTROL
+    return ids
 
 
 _SPECIAL_PIECES = {"bos": "<bos>", "eos": "<eos>", "unknown": "<unk>", "padding": "<pad>"}
@@ -219,8 +306,7 @@ class Tokenizer:
                     f"Not a SentencePiece model ({e}); pass a Gemma tokenizer.model."
                 ) from e
         else:
-            proto = spm_pb2.ModelProto()
-            proto.CopyFrom(model_proto)
+            proto = model_proto
         if len(proto.pieces) == 0:
             raise TokenizerError("The SentencePiece model is empty; pass a Gemma tokenizer.model.")
         norm = proto.normalizer_spec
@@ -229,31 +315,48 @@ class Tokenizer:
                 "The SentencePiece model adds a dummy space prefix, which Gemma tokenizers never "
                 "do; pass a Gemma tokenizer.model."
             )
+        pieces, types = [], bytearray()
         for p in proto.pieces:
-            if p.type == USER_DEFINED and _LOOKS_CONTROL.fullmatch(p.piece):
-                p.type = CONTROL
+            pieces.append(p.piece)
+            types.append(p.type)
+        retyped = _retype_controls(pieces, types)
+        if retyped:
+            if proto is model_proto:  # the caller's message stays as it is
+                proto = spm_pb2.ModelProto.FromString(proto.SerializeToString())
+            for i in retyped:
+                proto.pieces[i].type = CONTROL
+        self._setup(proto.SerializeToString(), pieces, types, proto.trainer_spec)
+
+    def _setup(
+        self,
+        serialized: bytes,
+        pieces: list[str],
+        types: bytearray | np.ndarray,
+        spec: spm_pb2.TrainerSpec,
+    ) -> None:
+        """Load the model into SentencePiece and build the per-id tables decoding reads.
+
+        Pieces are not kept: SentencePiece answers `id_to_piece` and `piece_to_id`.
+        """
         self._sp = SentencePieceProcessor()
-        # kept serialized: a few MB, where the message objects of 256k pieces take tens of MB
-        self._serialized = proto.SerializeToString()
         try:
-            self._sp.LoadFromSerializedProto(self._serialized)
+            self._sp.LoadFromSerializedProto(serialized)
         except (RuntimeError, OSError) as e:
             raise TokenizerError(f"SentencePiece rejected the model: {e}; check the file.") from e
-        self.vocab_size: int = len(proto.pieces)
-        pieces = [p.piece for p in proto.pieces]
-        types = [p.type for p in proto.pieces]
-        self._pieces = pieces
-        self._special = [t in (CONTROL, UNKNOWN) for t in types]
-        self._byte = [-1] * self.vocab_size  # byte value of a <0xNN> piece, else -1
-        self._text = pieces[:]  # what each id decodes to (byte pieces handled separately)
-        for i, (piece, t) in enumerate(zip(pieces, types, strict=True)):
-            if t == BYTE and (m := _BYTE_PIECE.fullmatch(piece)):
-                self._byte[i] = int(m.group(1), 16)
-            elif t not in (CONTROL, UNKNOWN):
-                self._text[i] = piece.replace(_SPACE, " ")
-        self._index = {p: i for i, p in enumerate(pieces)}
+        self.vocab_size: int = len(pieces)
+        kinds = np.frombuffer(types, np.uint8)
+        special = (kinds == CONTROL) | (kinds == UNKNOWN)
+        self._special = special.tobytes()  # 1 for control and unk tokens, else 0
+        # What each id decodes to: a str, or for a byte token <0xNN> its byte (a bytes object).
+        text: list[str | bytes] = [p.replace(_SPACE, " ") for p in pieces]
+        special_ids = np.flatnonzero(special).tolist()
+        for i in special_ids:
+            text[i] = pieces[i]
+        for i in np.flatnonzero(kinds == BYTE).tolist():
+            if m := _BYTE_PIECE.fullmatch(pieces[i]):
+                text[i] = bytes((int(m.group(1), 16),))
+        self._text = text
 
-        spec = proto.trainer_spec
         bos = self._special_id(spec.bos_id, spec.bos_piece, "<bos>")
         eos = self._special_id(spec.eos_id, spec.eos_piece, "<eos>")
         if bos is None or eos is None:
@@ -268,7 +371,7 @@ class Tokenizer:
         self.start_of_turn_id: int | None = self.piece_to_id("<start_of_turn>")
         self.end_of_turn_id: int | None = self.piece_to_id("<end_of_turn>")
         # Control pieces recognised inside text by `encode`, matched leftmost-longest.
-        self._control = {p: i for i, p in enumerate(pieces) if self._special[i] and p}
+        self._control = {pieces[i]: i for i in special_ids if pieces[i]}
         self._control_lengths = sorted({len(p) for p in self._control}, reverse=True)
         starts = "".join(sorted({p[0] for p in self._control}))
         self._control_start = re.compile("[" + re.escape(starts) + "]") if starts else None
@@ -278,7 +381,7 @@ class Tokenizer:
         if 0 <= spec_id < self.vocab_size and self._special[spec_id]:
             return spec_id
         for piece in (spec_piece, default_piece):
-            if (i := self._index.get(piece)) is not None and self._special[i]:
+            if (i := self.piece_to_id(piece)) is not None and self._special[i]:
                 return i
         return None
 
@@ -296,7 +399,12 @@ class Tokenizer:
             if not path.is_file():
                 raise TokenizerError(f"GGUF file {path} does not exist; check the path.")
             meta = _read_gguf_metadata(path)
-        return cls(build_model_proto(meta))
+        # serialized straight from the metadata arrays: no ModelProto of 262k messages to build
+        pieces, scores, types, specs = _gguf_vocab(meta)
+        _retype_controls(pieces, types)
+        tok = cls.__new__(cls)
+        tok._setup(_serialize(pieces, scores, types, specs), pieces, types, specs.trainer_spec)
+        return tok
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Tokenizer:
@@ -318,23 +426,29 @@ class Tokenizer:
     @property
     def model_proto(self) -> spm_pb2.ModelProto:
         """The SentencePiece model in use (a copy; ``.SerializeToString()`` gives a .model file)."""
-        proto = spm_pb2.ModelProto()
-        proto.ParseFromString(self._serialized)
-        return proto
+        return spm_pb2.ModelProto.FromString(self._sp.serialized_model_proto())
 
     # ---- vocabulary -----------------------------------------------------------------------------
 
     def id_to_piece(self, i: int) -> str:
         """The vocabulary piece of id ``i``, SentencePiece spelling (``▁`` for a space)."""
-        return self._pieces[self._check_id(i)]
+        return self._sp.IdToPiece(self._check_id(i))
 
     def piece_to_id(self, piece: str) -> int | None:
         """The id of a piece (SentencePiece spelling), or None if the vocabulary lacks it."""
-        return self._index.get(piece)
+        if not isinstance(piece, str):
+            return None
+        try:
+            i = self._sp.PieceToId(piece)
+        except TypeError:  # not encodable as UTF-8 (a lone surrogate): no such piece
+            return None
+        # SentencePiece answers the unk id for a piece it lacks; pieces are unique, so a piece
+        # is in the vocabulary exactly when its id spells it back
+        return i if self._sp.IdToPiece(i) == piece else None
 
     def is_special(self, i: int) -> bool:
         """True for control tokens (bos, eos, pad, unk, ``<start_of_turn>``, ``<unusedN>``...)."""
-        return self._special[self._check_id(i)]
+        return self._special[self._check_id(i)] == 1
 
     def _check_id(self, i: int) -> int:
         try:
@@ -425,13 +539,13 @@ class IncrementalDecoder:
         """Feed one id; return the text that became final (possibly "")."""
         tok = self._tok
         i = tok._check_id(token_id)
-        b = tok._byte[i]
-        if b >= 0:
+        text = tok._text[i]
+        if text.__class__ is bytes:  # a byte token
             self._fed = True
-            return self._utf8.decode(bytes((b,)))
+            return self._utf8.decode(text)
         if self._skip and tok._special[i]:
             return ""  # skipped tokens do not split a run of byte tokens
-        return self.flush() + tok._text[i] if self._fed else tok._text[i]
+        return self.flush() + text if self._fed else text
 
     def flush(self) -> str:
         """Return held-back bytes as text (an incomplete character becomes U+FFFD); reset."""

@@ -33,9 +33,9 @@ class Checkpoint:
     path: Path
     tokenizer_source: Any  # a GGUFFile, or the path of a tokenizer.model, or None
     info: dict[str, Any] = field(default_factory=dict)  # per-tensor types, bytes, metadata
-    # matrices kept as int8 blocks (opengemma.quant): name -> (int8 values, float32 scales);
-    # these names are absent from `tensors`
-    quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # matrices kept as Q8_0 blocks (opengemma.quant): name -> uint8 (N, K/32*34); these names
+    # are absent from `tensors`
+    quantized: dict[str, torch.Tensor] = field(default_factory=dict)
     tokenizer: Any = None  # an opengemma Tokenizer, when the loader built it (GGUF, on request)
 
 
@@ -75,7 +75,7 @@ def load_checkpoint(
     `path` is a .gguf file, a Hugging Face directory, a gemma_pytorch .ckpt file, or the id of
     a repo pulled with `opengemma pull`. `variant` (a preset name or a GemmaConfig) is used by
     .ckpt files, which carry no config; by default it is inferred from the tensor shapes.
-    `quant` (GGUF files): "q8" reads the matrices straight into int8 blocks (`quantized`),
+    `quant` (GGUF files): "q8" reads the matrices straight into Q8_0 blocks (`quantized`),
     never holding them in `dtype`; "auto" does so when the file's matrices are quantized.
     `tokenizer` (GGUF files): build the tokenizer before the tensors and drop the vocabulary
     arrays it was built from, so they are not held while the weights are read.

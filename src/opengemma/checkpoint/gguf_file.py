@@ -109,7 +109,7 @@ def load_gguf(
 ) -> Checkpoint:
     """Parse, validate and dequantize a GGUF file (norm weights back to the w convention).
 
-    quant "q8": matrices go straight from their stored blocks to int8 blocks
+    quant "q8": matrices go straight from their stored blocks to Q8_0 blocks
     (`Checkpoint.quantized`); "auto": so when any matrix is stored quantized; "none": all in
     `dtype`. tokenizer: build `Checkpoint.tokenizer` first, then drop the vocabulary arrays.
     """
@@ -130,13 +130,13 @@ def load_gguf(
         stored = {gf.tensors[n].type_name for n in matrices}
         quant = "q8" if stored - set(_FLOAT_TYPES) else "none"
     tensors: dict[str, torch.Tensor] = {}
-    quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    quantized: dict[str, torch.Tensor] = {}
     for gguf_name in gf.tensors:
         name = gguf_to_ours(gguf_name)
         if name is None:
             continue
         if quant == "q8" and gguf_name in matrices:
-            quantized[name] = gf.load_q8(gguf_name)
+            quantized[name] = gf.load_q8_0(gguf_name)
             continue
         # llama.cpp stores Gemma norm weights as w + 1
         tensors[name] = gf.load(gguf_name, dtype, _minus_one if is_norm(name) else None)

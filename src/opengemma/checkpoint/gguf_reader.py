@@ -40,9 +40,10 @@ MAX_ALIGN = 1 << 16
 _MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, one key byte, value type, smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8  # name length, name, n_dims, one dim, type, offset
 _CHUNK_ELEMENTS = 1 << 22  # dequantize at most this many values at once (16 MB of float32)
-QK = 32  # values per int8 block of opengemma's weight format (opengemma.quant.QK)
+QK = 32  # values per block of opengemma's weight format (opengemma.quant.QK)
 _Q8_0 = 8  # ggml type id
-_Q8_0_BLOCK = np.dtype([("d", "<f2"), ("q", "i1", (QK,))])  # one stored Q8_0 block
+_Q8_0_BYTES = 34
+_INTEGER_BLOCKS = {2: 18, 6: 22}  # Q4_0, Q5_0 (bytes per block): integers times a float16 scale
 
 
 @dataclass(frozen=True)
@@ -324,13 +325,13 @@ class GGUFFile:
         self.release(info.offset, info.nbytes)
         return out
 
-    def load_q8(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """A 2-D tensor in opengemma's int8 weight format (see opengemma.quant): int8 (N, K) and
-        float32 scales (N, K/32), value = q * scale.
+    def load_q8_0(self, name: str) -> torch.Tensor:
+        """A 2-D tensor as Q8_0 blocks, opengemma's in-memory format for int8 layers
+        (opengemma.quant): uint8 (N, K/32*34).
 
-        Q8_0 blocks are taken over exactly (the file's own weights); other types are decoded and
-        re-quantized per block of 32, as `quantize_q8` does to the dequantized float tensor, but
-        without ever holding that float tensor.
+        Q8_0 is taken over as stored, Q4_0 and Q5_0 exactly (their small integers times the
+        same float16 scale); other types are decoded and quantized as the gguf package's Q8_0
+        quantizer does, a chunk of rows at a time, never holding a float copy of the tensor.
         """
         info = self.tensors[name]
         if len(info.shape) != 2 or info.shape[1] % QK:
@@ -341,41 +342,46 @@ class GGUFFile:
         self._check_byteorder()
         N, K = info.shape
         data = self.raw(name)
-        q = torch.empty(N, K, dtype=torch.int8)
-        scales = torch.empty(N, K // QK, dtype=torch.float32)
-        lib = native()
-        row_bytes = info.nbytes // N
-        step = max(1, _CHUNK_ELEMENTS // K)
-        for r0 in range(0, N if lib is not None else 0, step):
-            # a chunk at a time, dropping its file pages after: the file's copy of a large
-            # matrix (the embedding) is never resident beside the whole int8 copy
+        out = torch.empty(N, K // QK * _Q8_0_BYTES, dtype=torch.uint8)
+        lib, row_bytes, step = native(), info.nbytes // N, max(1, _CHUNK_ELEMENTS // K)
+        for r0 in range(0, N, step):
             rows = min(step, N - r0)
-            if lib.gguf_to_q8(info.qtype, data[r0:].ctypes.data, rows, K, q[r0].data_ptr(),
-                              scales[r0].data_ptr(), torch.get_num_threads()):  # fmt: skip
-                break  # a type without a native decoder
+            if lib is None or lib.gguf_to_q8_0(
+                info.qtype,
+                data[r0:].ctypes.data,
+                rows,
+                K,
+                out[r0].data_ptr(),
+                torch.get_num_threads(),
+            ):
+                self._q8_0_rows(data[r0 : r0 + rows], info, out[r0 : r0 + rows])
+            # drop the chunk's file pages: the file's copy of a large matrix (the embedding)
+            # is never resident beside the whole in-memory copy
             self.release(info.offset + r0 * row_bytes, rows * row_bytes)
-        else:
-            if lib is not None:
-                return q, scales
-        self._q8_by_chunks(data, info, q, scales)
-        self.release(info.offset, info.nbytes)
-        return q, scales
+        return out
 
-    def _q8_by_chunks(
-        self, data: np.ndarray, info: TensorInfo, q: torch.Tensor, scales: torch.Tensor
-    ) -> None:
-        """load_q8 without the native kernel: numpy / PyTorch, a few rows at a time."""
-        from opengemma.quant import quantize_q8
+    def _q8_0_rows(self, data: np.ndarray, info: TensorInfo, out: torch.Tensor) -> None:
+        """load_q8_0 of a few rows without the native kernel (numpy / PyTorch)."""
+        from opengemma.quant import quantize_q8_0
 
+        target = out.numpy()
         if info.qtype == _Q8_0:
-            blocks = data.reshape(-1).view(_Q8_0_BLOCK)
-            q.numpy()[...] = blocks["q"].reshape(q.shape)
-            scales.numpy()[...] = blocks["d"].reshape(scales.shape)
+            target[...] = data.reshape(target.shape)
             return
-        step = max(1, _CHUNK_ELEMENTS // info.shape[-1])
-        for r0 in range(0, q.shape[0], step):
-            rows = torch.from_numpy(self._dequantize_rows(data[r0 : r0 + step], info))
-            q[r0 : r0 + step], scales[r0 : r0 + step] = quantize_q8(rows)
+        values = self._dequantize_rows(data, info)  # (rows, K) float32
+        if info.qtype in _INTEGER_BLOCKS:  # scale bytes first in every block: kept exactly
+            ts = _INTEGER_BLOCKS[info.qtype]
+            scale_bytes = np.ascontiguousarray(data.reshape(-1, ts)[:, :2])
+            d = scale_bytes.view("<f2").astype(np.float32)  # (blocks, 1)
+            blocks = values.reshape(-1, QK)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # a zero scale: -1 where the zero's sign says the integer was negative
+                negative = np.signbit(blocks) != np.signbit(d)
+                q = np.where(d != 0, blocks / d, -negative.astype(np.float32)).astype(np.int8)
+            packed = np.concatenate([scale_bytes, q.view(np.uint8)], axis=1)
+            target[...] = packed.reshape(target.shape)
+            return
+        out.copy_(quantize_q8_0(torch.from_numpy(values)))
 
     def release(self, offset: int, nbytes: int) -> None:
         """Drop the file pages of a byte range from this process's memory (they stay on disk)."""

@@ -71,16 +71,17 @@ def native() -> ctypes.CDLL | None:
 
 _vp, _lg, _it = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
 SIGNATURES = {  # C function -> (return type, argument types)
-    # q8.c: int8 block kernels
+    # q8.c: int8 activations and Q8_0 block weights
     "q8_quantize": (None, [_vp, _vp, _vp, _lg, _lg]),
     "q8_dequantize": (None, [_vp, _vp, _vp, _lg, _lg, _it]),
-    "q8_dequantize_bf16": (None, [_vp, _vp, _vp, _lg, _lg, _it]),
-    "q8_gemv": (None, [_vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
-    "q8_gather": (None, [_vp, _vp, _vp, _vp, _lg, _lg]),
-    "q8_linear": (None, [_vp, _vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
+    "q8_0_quantize": (None, [_vp, _vp, _lg, _lg]),
+    "q8_0_dequantize_bf16": (None, [_vp, _vp, _lg, _lg, _it]),
+    "q8_0_gather": (None, [_vp, _vp, _vp, _lg, _lg]),
+    "q8_0_gemv": (None, [_vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
+    "q8_0_linear": (None, [_vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
+    # gguf_blocks.c: GGUF block decoding to float32 / to Q8_0 blocks; 0, or -1 = not native
+    "gguf_dequantize": (_it, [_it, _vp, _lg, _lg, _vp, _it]),
+    "gguf_to_q8_0": (_it, [_it, _vp, _lg, _lg, _vp, _it]),
     # decode.c: a whole decode step
     "decode_step": (_it, [_vp, _vp, _vp, _lg, _vp, _vp, _it]),
-    # gguf_blocks.c: GGUF block decoding to float32 / to int8 blocks; 0, or -1 = not native
-    "gguf_dequantize": (_it, [_it, _vp, _lg, _lg, _vp, _it]),
-    "gguf_to_q8": (_it, [_it, _vp, _lg, _lg, _vp, _vp, _it]),
 }

@@ -18,15 +18,14 @@
 #include <string.h>
 #include <immintrin.h>
 
+/* q8.c */
 void q8_quantize(const float *x, int8_t *xq, float *xs, long rows, long K);
-void q8_gemv(const int8_t *xq, const float *xs, const int8_t *w, const float *ws, float *out,
-             long B, long N, long K, int nthreads);
-void q8_gather(const int8_t *w, const float *ws, const int64_t *ids, float *out, long n_ids,
-               long K);
+void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B, long N,
+               long K, int nthreads);
+void q8_0_gather(const uint8_t *w, const int64_t *ids, float *out, long n_ids, long K);
 
 typedef struct {
-    const int8_t *q; /* [n, k] */
-    const float *s;  /* [n, k / 32] */
+    const uint8_t *w; /* Q8_0 blocks [n, k / 32] */
     long n, k;
 } QW;
 
@@ -63,7 +62,7 @@ static void rms_norm(const float *x, const float *mult, float *out, long n, floa
 static void linear(const float *x, const QW *w, float *out, long B, int8_t *xq, float *xs,
                    int nthreads) {
     q8_quantize(x, xq, xs, B, w->k);
-    q8_gemv(xq, xs, w->q, w->s, out, B, w->n, w->k, nthreads);
+    q8_0_gemv(xq, xs, w->w, out, B, w->n, w->k, nthreads);
 }
 
 static void rope(float *x, long n_heads, long hd, const float *inv_freq, int64_t p) {
@@ -165,16 +164,16 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
     float *scores = up + B * m->ffn, *xs = scores + B * H * max_cap;
     int8_t *xq = (int8_t *)(xs + B * widest / 32);
 
-    q8_gather(m->embed.q, m->embed.s, ids, x, B, d);
+    q8_0_gather(m->embed.w, ids, x, B, d);
     for (long i = 0; i < B * d; i++) x[i] *= m->embed_scale;
 
     for (long l = 0; l < m->n_layers; l++) {
         const DLayer *L = &m->layers[l];
         for (long b = 0; b < B; b++) rms_norm(x + b * d, L->in_norm, h + b * d, d, m->eps);
         q8_quantize(h, xq, xs, B, d); /* one quantization shared by q, k and v */
-        q8_gemv(xq, xs, L->wq.q, L->wq.s, q, B, qdim, d, nthreads);
-        q8_gemv(xq, xs, L->wk.q, L->wk.s, k, B, kvdim, d, nthreads);
-        q8_gemv(xq, xs, L->wv.q, L->wv.s, v, B, kvdim, d, nthreads);
+        q8_0_gemv(xq, xs, L->wq.w, q, B, qdim, d, nthreads);
+        q8_0_gemv(xq, xs, L->wk.w, k, B, kvdim, d, nthreads);
+        q8_0_gemv(xq, xs, L->wv.w, v, B, kvdim, d, nthreads);
         for (long b = 0; b < B; b++) {
             float *qb = q + b * qdim, *kb = k + b * kvdim, *vb = v + b * kvdim;
             if (L->q_norm)
@@ -209,8 +208,8 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
             rms_norm(xb, L->pre_ffn_norm, hb, d, m->eps);
         }
         q8_quantize(h, xq, xs, B, d); /* shared by gate and up */
-        q8_gemv(xq, xs, L->wgate.q, L->wgate.s, gate, B, m->ffn, d, nthreads);
-        q8_gemv(xq, xs, L->wup.q, L->wup.s, up, B, m->ffn, d, nthreads);
+        q8_0_gemv(xq, xs, L->wgate.w, gate, B, m->ffn, d, nthreads);
+        q8_0_gemv(xq, xs, L->wup.w, up, B, m->ffn, d, nthreads);
         for (long i = 0; i < B * m->ffn; i++) gate[i] = gelu_tanh(gate[i]) * up[i];
         linear(gate, &L->wdown, h, B, xq, xs, nthreads);
         for (long b = 0; b < B; b++) {

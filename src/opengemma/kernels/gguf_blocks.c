@@ -1,8 +1,7 @@
 /* GGUF (ggml) block decoding, bit-identical to the `gguf` package's numpy reference.
  *
- * gguf_dequantize: stored rows -> float32.  gguf_to_q8: stored rows -> opengemma's int8 format
- * (int8 [rows, K], one float32 scale per 32 values), Q8_0 copied exactly, other types decoded
- * and re-quantized exactly as q8_quantize in q8.c.  The reference rounds every product and sum
+ * gguf_dequantize: stored rows -> float32.  gguf_to_q8_0: stored rows -> Q8_0 blocks, opengemma's
+ * in-memory format for int8 layers (see q8.c).  The reference rounds every product and sum
  * separately (numpy), so fused multiply-adds are disabled below (after the headers, whose inline
  * intrinsics then take this file's setting where they are inlined).
  */
@@ -251,42 +250,16 @@ int gguf_dequantize(int type, const uint8_t *src, long rows, long K, float *out,
     return 0;
 }
 
-/* ------------------------------------------------------------------ int8 re-quantization */
+/* ------------------------------------------------------------------ to Q8_0 blocks */
 
-/* n/32 blocks of 32 floats -> int8 and one scale each; identical to q8_quantize in q8.c:
- * amax = fmaxf over |v| (NaNs ignored), d = amax / 127, q = lrintf(v / d) (via 1/d), low byte */
-static void quantize_blocks(const float *x, long n, int8_t *q, float *s) {
-    for (long j = 0; j < n / QK; j++, x += QK, q += QK) {
-#ifdef __AVX512F__
-        __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
-        const __m512 z = _mm512_setzero_ps(); /* NaN lanes count as 0, like fmaxf */
-        __m512 m = _mm512_max_ps(_mm512_mask_abs_ps(z, _mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a),
-                                 _mm512_mask_abs_ps(z, _mm512_cmp_ps_mask(b, b, _CMP_ORD_Q), b));
-        const float amax = _mm512_reduce_max_ps(m);
-#else
-        float amax = 0.0f;
-        for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(x[i]));
-#endif
-        const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-        s[j] = d;
-#ifdef __AVX512F__
-        const __m512 vid = _mm512_set1_ps(id);
-        /* out-of-range and NaN lanes convert to INT_MIN, whose low byte 0 is lrintf's too */
-        const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, vid));
-        const __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, vid));
-        _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(qa));
-        _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(qb));
-#else
-        for (int i = 0; i < QK; i++) q[i] = (int8_t)lrintf(x[i] * id);
-#endif
-    }
-}
+void q8_0_quantize(const float *x, uint8_t *out, long rows, long K); /* q8.c */
 
-/* src: rows stored rows of K values (K a multiple of 32) -> q: int8 [rows, K] and scales:
- * float [rows, K/32], value = q * scale.  Q8_0 is copied as stored; other types are decoded
- * 256 values at a time and re-quantized.  Returns 0, or -1 for a type not decoded here. */
-int gguf_to_q8(int type, const uint8_t *src, long rows, long K, int8_t *q, float *scales,
-               int nthreads) {
+/* src: rows stored rows of K values (K a multiple of 32) -> Q8_0 blocks [rows, K/32], the
+ * in-memory format of opengemma's int8 layers. Q8_0 is copied as stored; Q4_0 and Q5_0 hold
+ * small integers times a float16 scale, which Q8_0 holds exactly (same scale, the integers as
+ * int8); other types are decoded 256 values at a time and quantized as the gguf package's Q8_0
+ * quantizer does. Returns 0, or -1 for a type not decoded here. */
+int gguf_to_q8_0(int type, const uint8_t *src, long rows, long K, uint8_t *out, int nthreads) {
     long bs, ts;
     block_size(type, &bs, &ts);
     if (!bs || K % bs || K % QK) return -1;
@@ -295,20 +268,32 @@ int gguf_to_q8(int type, const uint8_t *src, long rows, long K, int8_t *q, float
     if (nthreads > 1 && rows * K >= PAR_MIN)
     for (long r = 0; r < rows; r++) {
         const uint8_t *row = src + r * row_bytes;
-        int8_t *qr = q + r * K;
-        float *sr = scales + r * nb;
+        uint8_t *o = out + r * nb * 34;
         if (type == Q8_0) {
-            for (long j = 0; j < nb; j++) {
-                sr[j] = f16p(row + 34 * j);
-                memcpy(qr + QK * j, row + 34 * j + 2, QK);
-            }
+            memcpy(o, row, nb * 34);
             continue;
         }
         float buf[SEG];
         for (long k0 = 0; k0 < K; k0 += SEG) {
             const long n = K - k0 < SEG ? K - k0 : SEG;
             decode(type, row, k0, n, buf);
-            quantize_blocks(buf, n, qr + k0, sr + k0 / QK);
+            if (type == Q4_0 || type == Q5_0) {
+                for (long j = 0; j < n / QK; j++) {
+                    const uint8_t *blk = row + (k0 / QK + j) * ts;
+                    uint8_t *ob = o + (k0 / QK + j) * 34;
+                    const float d = f16p(blk);
+                    memcpy(ob, blk, 2); /* the same float16 scale */
+                    for (int i = 0; i < QK; i++) {
+                        const float v = buf[j * QK + i];
+                        /* a zero scale: -1 where the value's sign says the integer was negative,
+                         * so that q * d keeps the sign of the zero */
+                        const int q = d != 0.0f ? (int)(v / d) : -(signbit(v) != signbit(d));
+                        ob[2 + i] = (uint8_t)(int8_t)q;
+                    }
+                }
+            } else {
+                q8_0_quantize(buf, o + k0 / QK * 34, 1, n);
+            }
         }
     }
     return 0;

@@ -1,8 +1,12 @@
-/* Block-quantized int8 kernels for CPU decoding (compiled on the user's machine with -march=native).
+/* Int8 block kernels for CPU inference (compiled on the user's machine with -march=native).
  *
- * Weights: int8 [N, K] with one float32 scale per block of 32 along K (value = q * scale).
- * Activations are quantized the same way, per row and per block of 32, so each block product is
- * an exact int32 dot product scaled by two floats (the scheme of llama.cpp's Q8_0 x Q8_0).
+ * Weights are GGUF Q8_0 blocks, as llama.cpp stores them: per 32 weights a float16 scale d and
+ * 32 int8 values q (34 bytes; weight = d * q), row after row. A Q8_0 file's matrices are used as
+ * stored. Activations are quantized per row and per block of 32 into int8 values and float32
+ * scales, so each block product is an exact int32 dot product times two scales.
+ *
+ * Also here: int8 values with separate float32 scales (q8_quantize / q8_dequantize), the
+ * activation format and the frozen int8 base of QLoRA training.
  */
 #include <math.h>
 #include <stdint.h>
@@ -10,6 +14,7 @@
 #include <immintrin.h>
 
 #define QK 32
+#define BLOCK_BYTES 34
 
 /* x: float [rows, K] -> xq: int8 [rows, K], xs: float [rows, K/32]; values in [-127, 127] */
 void q8_quantize(const float *x, int8_t *xq, float *xs, long rows, long K) {
@@ -37,27 +42,55 @@ void q8_dequantize(const int8_t *w, const float *ws, float *out, long N, long K,
         }
 }
 
-/* w: int8 [N, K], ws: float [N, K/32] -> out: bfloat16 bits [N, K], rounded to nearest even
- * (the weights of a bfloat16 matrix product for long inputs) */
-void q8_dequantize_bf16(const int8_t *w, const float *ws, uint16_t *out, long N, long K,
-                        int nthreads) {
+static inline float f16_load(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* rounding half away from zero, as llama.cpp's and the gguf package's Q8_0 quantizers */
+static inline float round_away(float v) {
+    float a = fabsf(v), f = floorf(a), r = f + floorf(2.0f * (a - f));
+    return v < 0.0f ? -r : r;
+}
+
+/* x: float [rows, K] -> Q8_0 blocks, bit-identical to the gguf package's quantizer:
+ * d = amax / 127, q = round(x * (1 / d)), d stored as float16 */
+void q8_0_quantize(const float *x, uint8_t *out, long rows, long K) {
+    long nb = K / QK;
+    for (long r = 0; r < rows; r++)
+        for (long j = 0; j < nb; j++) {
+            const float *v = x + r * K + j * QK;
+            uint8_t *blk = out + (r * nb + j) * BLOCK_BYTES;
+            float amax = 0.0f;
+            for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(v[i]));
+            float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            uint16_t h = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+            memcpy(blk, &h, 2);
+            for (int i = 0; i < QK; i++) blk[2 + i] = (uint8_t)(int8_t)round_away(v[i] * id);
+        }
+}
+
+/* Q8_0 blocks [N, K/32] -> bfloat16 bits [N, K], rounded to nearest even (the weights of a
+ * bfloat16 matrix product for long inputs) */
+void q8_0_dequantize_bf16(const uint8_t *w, uint16_t *out, long N, long K, int nthreads) {
     long nb = K / QK;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1 && N * K > (1L << 20))
     for (long n = 0; n < N; n++)
         for (long j = 0; j < nb; j++) {
-            const int8_t *src = w + n * K + j * QK;
+            const uint8_t *blk = w + (n * nb + j) * BLOCK_BYTES;
+            const int8_t *src = (const int8_t *)(blk + 2);
             uint16_t *dst = out + n * K + j * QK;
-            float d = ws[n * nb + j];
+            float d = f16_load(blk);
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
+            __m512 vd = _mm512_set1_ps(d);
             __m512 lo = _mm512_mul_ps(
-                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)src))),
-                _mm512_set1_ps(d));
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)src))), vd);
             __m512 hi = _mm512_mul_ps(
                 _mm512_cvtepi32_ps(
                     _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 16)))),
-                _mm512_set1_ps(d));
-            __m512bh packed = _mm512_cvtne2ps_pbh(hi, lo);
-            _mm512_storeu_si512((void *)dst, (__m512i)packed);
+                vd);
+            _mm512_storeu_si512((void *)dst, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 #else
             for (int i = 0; i < QK; i++) {
                 float v = d * src[i];
@@ -72,6 +105,18 @@ void q8_dequantize_bf16(const int8_t *w, const float *ws, uint16_t *out, long N,
         }
 }
 
+/* rows of a Q8_0 embedding table, dequantized: out[i, :] = row ids[i] */
+void q8_0_gather(const uint8_t *w, const int64_t *ids, float *out, long n_ids, long K) {
+    long nb = K / QK;
+    for (long i = 0; i < n_ids; i++)
+        for (long j = 0; j < nb; j++) {
+            const uint8_t *blk = w + (ids[i] * nb + j) * BLOCK_BYTES;
+            const int8_t *q = (const int8_t *)(blk + 2);
+            float d = f16_load(blk);
+            for (int k = 0; k < QK; k++) out[i * K + j * QK + k] = d * q[k];
+        }
+}
+
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -79,8 +124,8 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* float(sum over one 32-block of x * w) as 8 int32 partial sums: |x| * (w * sign(x)) */
-static inline __m256i dot32(const int8_t *w, const int8_t *x) {
+/* sum over one block of x * w as 8 int32 partial sums: |x| * (w * sign(x)) */
+static inline __m256i dot32(const uint8_t *w, const int8_t *x) {
     __m256i xv = _mm256_loadu_si256((const __m256i *)x);
     __m256i wv = _mm256_loadu_si256((const __m256i *)w);
     __m256i ax = _mm256_sign_epi8(xv, xv), sw = _mm256_sign_epi8(wv, xv);
@@ -93,20 +138,19 @@ static inline __m256i dot32(const int8_t *w, const int8_t *x) {
 #endif
 }
 
-#define STEP(acc, j) \
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(wr + (j) * QK, xr + (j) * QK)), \
-                          _mm256_set1_ps(wsr[j] * xsr[j]), acc)
+#define STEP(acc, j)                                                                     \
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(wr + (j) * BLOCK_BYTES + 2, xr + (j) * QK)), \
+                          _mm256_set1_ps(f16_load(wr + (j) * BLOCK_BYTES) * xsr[j]), acc)
 
 /* out[b, n] = sum_k x[b, k] * w[n, k] for B activation rows (B small: decoding). Each weight
- * row is read once, front to back (one stream for the prefetcher), into four accumulators
- * (independent chains hide the FMA latency). */
-void q8_gemv(const int8_t *xq, const float *xs, const int8_t *w, const float *ws, float *out,
-             long B, long N, long K, int nthreads) {
+ * row is read once, front to back (scales inline: one stream for the prefetcher), into four
+ * accumulators (independent chains hide the FMA latency). */
+void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B, long N,
+               long K, int nthreads) {
     long nb = K / QK;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (long n = 0; n < N; n++) {
-        const int8_t *wr = w + n * K;
-        const float *wsr = ws + n * nb;
+        const uint8_t *wr = w + n * nb * BLOCK_BYTES;
         for (long b = 0; b < B; b++) {
             const int8_t *xr = xq + b * K;
             const float *xsr = xs + b * nb;
@@ -124,22 +168,10 @@ void q8_gemv(const int8_t *xq, const float *xs, const int8_t *w, const float *ws
     }
 }
 
-/* rows of an int8 embedding table, dequantized: out[i, :] = w[ids[i], :] * scales */
-void q8_gather(const int8_t *w, const float *ws, const int64_t *ids, float *out, long n_ids,
-               long K) {
-    long nb = K / QK;
-    for (long i = 0; i < n_ids; i++) {
-        const int8_t *wr = w + ids[i] * K;
-        const float *wsr = ws + ids[i] * nb;
-        for (long j = 0; j < nb; j++)
-            for (int k = 0; k < QK; k++) out[i * K + j * QK + k] = wsr[j] * wr[j * QK + k];
-    }
-}
-
 /* x: float [B, K] -> out: float [B, N]; activations quantized into caller-provided scratch
  * (xq: int8 [B, K], xs: float [B, K/32]) in the same call: one foreign call per layer. */
-void q8_linear(const float *x, int8_t *xq, float *xs, const int8_t *w, const float *ws,
-               float *out, long B, long N, long K, int nthreads) {
+void q8_0_linear(const float *x, int8_t *xq, float *xs, const uint8_t *w, float *out, long B,
+                 long N, long K, int nthreads) {
     q8_quantize(x, xq, xs, B, K);
-    q8_gemv(xq, xs, w, ws, out, B, N, K, nthreads);
+    q8_0_gemv(xq, xs, w, out, B, N, K, nthreads);
 }

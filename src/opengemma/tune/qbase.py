@@ -49,8 +49,11 @@ class FrozenQuantLinear(nn.Module):
         nn.Module.__init__(self)
         self.out_features, self.in_features = layer.out_features, layer.in_features
         self.bits, self.dtype, self.group_size = 8, torch.float32, QK
-        self.register_buffer("codes", layer.qweight)
-        self.register_buffer("scales", layer.scales)
+        from opengemma.quant import split_q8_0
+
+        codes, scales = split_q8_0(layer.blocks)
+        self.register_buffer("codes", codes)
+        self.register_buffer("scales", scales)
         return self
 
     def dequantize(self) -> torch.Tensor:
@@ -100,11 +103,12 @@ def _q4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def _q8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from opengemma.quant import quantize_q8
+    """The inference format's int8 codes and scales (Q8_0, opengemma.quant)."""
+    from opengemma.quant import quantize_q8_0, split_q8_0
 
     if weight.shape[1] % QK:
         raise AdapterError(f"int8 needs the input size ({weight.shape[1]}) to be a multiple of 32")
-    return quantize_q8(weight.detach().cpu())
+    return split_q8_0(quantize_q8_0(weight.detach().cpu()))
 
 
 def _dequant_q8(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
