@@ -82,7 +82,8 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path):
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    args = ["bench", "--engines", "opengemma,opengemma-f32", "--threads", "1", "--prompt-tokens", str(PROMPT),
+    args = ["bench", "--engines", "opengemma,opengemma-f32", "--threads", "1",
+            "--prompt-tokens", str(PROMPT),
             "--decode-tokens", str(DECODE), "--repeats", "2", "--batch", "2", "--batch-tokens",
             "8", "--ppl-window", str(WINDOW), "--ppl-max-windows", "2", "--bandwidth-mib", "32",
             "--json", str(out / "r.json"), "--markdown", str(out / "r.md")]  # fmt: skip
