@@ -40,6 +40,26 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert kept(top_p(5e-324)(NO_TOKENS, logits)) == [0]
 
 
+def _nucleus_by_sorting(logits: torch.Tensor, p: float) -> list[int]:
+    probs = torch.softmax(logits, -1)
+    ordered, order = torch.sort(probs, descending=True)
+    before = ordered.cumsum(0) - ordered
+    return sorted(order[(before < p) | (torch.arange(len(order)) == 0)].tolist())
+
+
+@pytest.mark.parametrize("spread", [6.0, 0.05])  # peaked: 2-257 kept; flat: 100k+
+def test_top_p_over_a_full_vocabulary_equals_sorting(spread):
+    """262k logits: the nucleus found among the top candidates, or by the full sort when the
+    candidates do not reach p, is the set a full sort gives."""
+    logits = torch.randn(262_144, generator=torch.Generator().manual_seed(0)) * spread
+    for p in (0.5, 0.9, 0.99):
+        got = kept(top_p(p)(NO_TOKENS, logits))
+        assert got == _nucleus_by_sorting(logits, p)
+        assert (len(got) > 1024) == (spread < 1)  # both branches are exercised
+        survivors = top_p(p)(NO_TOKENS, logits)
+        assert torch.equal(survivors[got], logits[got])
+
+
 def test_min_p_is_relative_to_the_top_token():
     logits = torch.tensor([0.6, 0.25, 0.1, 0.05]).log()
     assert kept(min_p(0.2)(NO_TOKENS, logits)) == [0, 1]
@@ -139,3 +159,22 @@ def test_max_tokens_is_clipped_to_the_context(lm):
 
     context = lm.config.max_position_embeddings
     assert check_lengths(lm.model, context - 3, 100) == 3
+
+
+def test_sampling_draws_from_the_softmax():
+    """Inverse-transform draws: frequencies follow the softmax, masked tokens never come, and
+    a seed repeats the draws."""
+    logits = torch.tensor([0.0, 1.0, 2.0, float("-inf"), 0.5, float("-inf")])
+    sampler = Sampler(SamplingParams(temperature=1.0, seed=3))
+    draws = [sampler(NO_TOKENS, logits) for _ in range(20_000)]
+    counts = torch.bincount(torch.tensor(draws), minlength=6).double()
+    assert counts[3] == counts[5] == 0
+    expected = torch.softmax(logits.double(), -1) * len(draws)
+    finite = expected > 0
+    chi2 = float((((counts - expected) ** 2)[finite] / expected[finite]).sum())
+    assert chi2 < 20  # 3 degrees of freedom: p < 2e-4 for a correct sampler
+    again = Sampler(SamplingParams(temperature=1.0, seed=3))
+    assert [again(NO_TOKENS, logits) for _ in range(200)] == draws[:200]
+    only = torch.full((262_144,), float("-inf"))
+    only[262_143] = 0.0  # the last id: the top of the cumulative distribution
+    assert sampler(NO_TOKENS, only) == 262_143

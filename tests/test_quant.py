@@ -173,3 +173,15 @@ def test_long_inputs_multiply_the_dequantized_weights(monkeypatch, bf16):
         assert not torch.equal(out, exact)
     else:
         torch.testing.assert_close(out, exact, atol=1e-5, rtol=1e-5)
+
+
+def test_without_native_kernels_auto_keeps_float_weights(monkeypatch, embedded_path):
+    """No C compiler: the int8 layers would run on PyTorch fallbacks slower than float32, so
+    the default keeps the float path; quant='q8' still works when asked for."""
+    import opengemma
+    import opengemma.kernels
+
+    monkeypatch.setattr(opengemma.kernels, "native", lambda: None)
+    lm = opengemma.load(embedded_path, threads=1)
+    assert lm.quant == "none" and lm.model.native_decoder is None
+    assert lm.model.dtype == torch.float32

@@ -177,10 +177,11 @@ def load(
 ) -> LM:
     """Load a Gemma model: a .gguf file, a Hugging Face directory, or None for the default.
 
-    dtype: activation/weight dtype; None = float32. quant: "q8" keeps weights as block-quantized
-    int8 in memory (fast CPU decoding), "none" keeps them in `dtype`, "auto" (default) = "q8"
-    for a quantized GGUF unless a dtype was asked for explicitly: `load(dtype="float32")` is the
-    exact float32 reference on the weights as stored.
+    dtype: activation/weight dtype; None = float32. quant: "q8" keeps the matrices as int8
+    blocks in memory (GGUF Q8_0; a Q8_0/Q4_0/Q5_0 file's weights exactly) and decodes with
+    native kernels (fast CPU decoding), "none" keeps them in `dtype`, "auto" (default) = "q8"
+    for a quantized GGUF unless a dtype was asked for explicitly (or no C compiler can build the
+    kernels): `load(dtype="float32")` is the exact float32 reference on the weights as stored.
     threads: CPU threads for torch (an int, or "auto" to time both choices on this machine;
     default: $OPENGEMMA_THREADS, else "auto").
     adapter: a LoRA adapter directory (PEFT format), merged into the weights before any
@@ -193,8 +194,13 @@ def load(
     # a path, or a repo id pulled with `opengemma pull` (resolved by load_checkpoint)
     path = default_model_path() if model is None else model
     torch_dtype = resolve_dtype(dtype or "float32")
-    if quant == "auto":  # int8 blocks for a quantized GGUF, unless a dtype was asked for
-        quant = "auto" if dtype is None and torch.device(device).type == "cpu" else "none"
+    if quant == "auto":  # int8 blocks for a quantized GGUF, unless a dtype was asked for, or
+        # the native kernels cannot be built here (the PyTorch fallbacks of the int8 layers
+        # are slower than float32)
+        from opengemma.kernels import native
+
+        fast = dtype is None and torch.device(device).type == "cpu" and native() is not None
+        quant = "auto" if fast else "none"
     # an adapter is merged into float weights first; otherwise read GGUF blocks straight in
     ckpt = load_checkpoint(path, torch_dtype, quant=quant if adapter is None else "none",
                            tokenizer=True)  # fmt: skip

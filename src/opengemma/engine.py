@@ -348,11 +348,7 @@ class Engine:
             if req.constraint is not None:
                 logits = logits.masked_fill(~req.constraint.allowed(), float("-inf"))
             processed = row.sampler.process(row.tokens[: row.n], logits)
-            if row.sampler.params.greedy:
-                token = int(torch.argmax(processed))
-            else:
-                probs = torch.softmax(processed, dim=-1)
-                token = int(torch.multinomial(probs, 1, generator=row.sampler.generator))
+            token = row.sampler.choose(processed)
             if req.constraint is not None:
                 req.constraint.advance(token)
         except Exception as exc:

@@ -14,7 +14,7 @@ from opengemma.errors import InvalidRequestError
 from opengemma.model import GemmaModel
 from opengemma.sampling import Sampler
 
-PREFILL_CHUNK = 512  # tokens per prefill forward: bounds activation memory on long prompts
+PREFILL_CHUNK = 256  # tokens per prefill forward: bounds activation memory on long prompts
 
 
 class GenerationChunk(str):
