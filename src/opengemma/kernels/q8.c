@@ -10,6 +10,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <immintrin.h>
 
@@ -142,12 +143,61 @@ static inline __m256i dot32(const uint8_t *w, const int8_t *x) {
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(wr + (j) * BLOCK_BYTES + 2, xr + (j) * QK)), \
                           _mm256_set1_ps(f16_load(wr + (j) * BLOCK_BYTES) * xsr[j]), acc)
 
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+/* Several activation rows against each weight block (batched decoding): with the activations
+ * offset to unsigned (x + 128, stored as x ^ 0x80), one dpbusd per row and block gives
+ * sum (x + 128) * w; starting its accumulator at -128 * sum w, computed once per block for
+ * all rows, leaves sum x * w. Rows go four at a time (four independent accumulator chains);
+ * a weight row stays in L1 across the groups. */
+static void gemv_rows(const uint8_t *xu, const float *xs, const uint8_t *w, float *out, long B,
+                      long N, long K, int nthreads) {
+    long nb = K / QK;
+    const __m256i offset = _mm256_set1_epi8((char)0x80);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (long n = 0; n < N; n++) {
+        const uint8_t *wr = w + n * nb * BLOCK_BYTES;
+        for (long b0 = 0; b0 < B; b0 += 4) {
+            long rows = B - b0 < 4 ? B - b0 : 4;
+            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                             _mm256_setzero_ps()};
+            for (long j = 0; j < nb; j++) {
+                const uint8_t *blk = wr + j * BLOCK_BYTES;
+                __m256i wv = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                __m256i neg = _mm256_sub_epi32(
+                    _mm256_setzero_si256(),
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), offset, wv)); /* -128 sum w */
+                float wd = f16_load(blk);
+                for (long t = 0; t < rows; t++) {
+                    long b = b0 + t;
+                    __m256i xv = _mm256_loadu_si256((const __m256i *)(xu + b * K + j * QK));
+                    __m256i dot = _mm256_dpbusd_epi32(neg, xv, wv);
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
+                                             _mm256_set1_ps(wd * xs[b * nb + j]), acc[t]);
+                }
+            }
+            for (long t = 0; t < rows; t++) out[(b0 + t) * N + n] = hsum256(acc[t]);
+        }
+    }
+}
+#endif
+
 /* out[b, n] = sum_k x[b, k] * w[n, k] for B activation rows (B small: decoding). Each weight
  * row is read once, front to back (scales inline: one stream for the prefetcher), into four
  * accumulators (independent chains hide the FMA latency). */
 void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B, long N,
                long K, int nthreads) {
     long nb = K / QK;
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    if (B > 1) {
+        uint8_t stack[4096], *xu = B * K <= 4096 ? stack : malloc(B * K);
+        if (xu) {
+            for (long i = 0; i < B * K; i++) xu[i] = (uint8_t)xq[i] ^ 0x80u;
+            gemv_rows(xu, xs, w, out, B, N, K, nthreads);
+            if (xu != stack) free(xu);
+            return;
+        }
+    }
+#endif
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (long n = 0; n < N; n++) {
         const uint8_t *wr = w + n * nb * BLOCK_BYTES;
