@@ -140,3 +140,17 @@ def test_perplexity_matches_an_independent_computation(bench_run, lm):
     assert reported["vs_opengemma"] == pytest.approx(reported["ppl"] / fast["ppl"])
     speed_md, ppl_md = markdown.split("perplexity on the same")
     assert "| opengemma | 1/1 |" in speed_md and "| opengemma | " in ppl_md
+
+
+def test_chart_groups_engines_by_thread_setting(tmp_path):
+    """The PNG chart from a saved document (engines without a batch figure marked n/a)."""
+    from pathlib import Path
+
+    from opengemma.benchmark.report import save_plot
+
+    saved = Path(__file__).parents[1] / "docs" / "bench-results" / "bench-2core.json"
+    doc = json.loads(saved.read_text())
+    out = tmp_path / "chart.png"
+    save_plot(doc, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*"))  # no temporary file left

@@ -135,16 +135,23 @@ def save_plot(doc: dict[str, Any], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise BenchmarkError("--plot needs matplotlib; pip install matplotlib") from None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("prefill_tps", "decode_tps"), strict=True):
-        labels, values = [], []
-        for s in doc["settings"]:
-            for name, r in s.get("engines", {}).items():
-                labels.append(f"{name}\n{s['threads']} thr")
-                values.append(r.get(key) or 0.0)
-        ax.bar(range(len(values)), values)
-        ax.set_xticks(range(len(labels)), labels, fontsize=7)
-        ax.set_title(key.replace("_tps", " tok/s"))
+    settings = doc["settings"]
+    engines = list(dict.fromkeys(n for s in settings for n in s.get("engines", {})))
+    width = 0.8 / max(1, len(engines))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    keys = ("prefill_tps", "decode_tps", "batch_tps")
+    titles = ("prefill tok/s", "decode tok/s", f"batch-{doc['options'].get('batch', '')} tok/s")
+    for ax, key, title in zip(axes, keys, titles, strict=True):
+        # one group of bars per thread setting, one colour per engine
+        for i, name in enumerate(engines):
+            values = [(s.get("engines", {}).get(name) or {}).get(key) for s in settings]
+            xs = [g + (i - (len(engines) - 1) / 2) * width for g in range(len(settings))]
+            bars = ax.bar(xs, [v or 0.0 for v in values], width, label=name)
+            labels = [f"{v:.0f}" if v else "n/a" for v in values]  # n/a: not measured
+            ax.bar_label(bars, labels=labels, fontsize=7)
+        ax.set_xticks(range(len(settings)), [f"threads: {s['threads']}" for s in settings])
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
