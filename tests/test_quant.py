@@ -185,3 +185,15 @@ def test_without_native_kernels_auto_keeps_float_weights(monkeypatch, embedded_p
     lm = opengemma.load(embedded_path, threads=1)
     assert lm.quant == "none" and lm.model.native_decoder is None
     assert lm.model.dtype == torch.float32
+
+
+@pytest.mark.parametrize("rows", [2, 3, 5, 8, 16])
+@pytest.mark.parametrize("width", [640, 672, 96])  # blocks per row: 20, 21 (a tail), 3
+def test_a_row_gives_the_same_bits_alone_or_in_a_batch(rows, width):
+    """Batched decoding runs another kernel than one row does; the server relies on a
+    sequence decoding to the same bits whatever else is in its batch."""
+    x = torch.randn(rows, width)
+    blocks = quantize_q8_0(torch.randn(300, width) * 0.05)
+    batched = q8_0_matmul(x, blocks)
+    alone = torch.cat([q8_0_matmul(x[i : i + 1], blocks) for i in range(rows)])
+    assert torch.equal(batched, alone)

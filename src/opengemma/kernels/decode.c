@@ -140,6 +140,60 @@ static inline float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
+#ifdef __AVX512F__
+/* e^x for 16 floats: 2^n * e^r with |r| <= ln2 / 2 and Cephes' expf polynomial (relative error
+ * ~1e-7); inputs clamped to the finite range */
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x); /* ln 2 in two parts */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+#endif
+
+/* gate = gelu_tanh(gate) * up. Sixteen at a time as x * sigmoid(2u) = x / (1 + e^(-2u)), the
+ * same function as 0.5 x (1 + tanh u) (and without its cancellation for negative x): the
+ * scalar tanhf took 6% of a decode step. */
+static void gelu_mul(float *gate, const float *up, long n) {
+    long i = 0;
+#ifdef __AVX512F__
+    const __m512 k = _mm512_set1_ps(0.7978845608028654f), c = _mm512_set1_ps(0.044715f);
+    const __m512 one = _mm512_set1_ps(1.0f), minus2 = _mm512_set1_ps(-2.0f);
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = _mm512_loadu_ps(gate + i);
+        __m512 u = _mm512_mul_ps(k, _mm512_fmadd_ps(_mm512_mul_ps(c, _mm512_mul_ps(x, x)), x, x));
+        __m512 y = _mm512_div_ps(x, _mm512_add_ps(one, exp16(_mm512_mul_ps(minus2, u))));
+        _mm512_storeu_ps(gate + i, _mm512_mul_ps(y, _mm512_loadu_ps(up + i)));
+    }
+#endif
+    for (; i < n; i++) gate[i] = gelu_tanh(gate[i]) * up[i];
+}
+
+/* x = tanh(x / cap) * cap over a whole logits row (256k of them: a scalar tanhf per logit
+ * costs milliseconds); tanh y = 1 - 2 / (e^(2y) + 1), sixteen at a time */
+static void softcap_all(float *x, long n, float cap) {
+    long i = 0;
+#ifdef __AVX512F__
+    const __m512 two_over_cap = _mm512_set1_ps(2.0f / cap), vcap = _mm512_set1_ps(cap);
+    const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp16(_mm512_mul_ps(_mm512_loadu_ps(x + i), two_over_cap));
+        __m512 t = _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(e, one)));
+        _mm512_storeu_ps(x + i, _mm512_mul_ps(t, vcap));
+    }
+#endif
+    for (; i < n; i++) x[i] = softcap(x[i], cap);
+}
+
 static long max_l(long a, long b) { return a > b ? a : b; }
 
 /* Advance B sequences by one token each. ids, pos: [B]; caches: B pointers, each to that
@@ -210,7 +264,7 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
         q8_quantize(h, xq, xs, B, d); /* shared by gate and up */
         q8_0_gemv(xq, xs, L->wgate.w, gate, B, m->ffn, d, nthreads);
         q8_0_gemv(xq, xs, L->wup.w, up, B, m->ffn, d, nthreads);
-        for (long i = 0; i < B * m->ffn; i++) gate[i] = gelu_tanh(gate[i]) * up[i];
+        gelu_mul(gate, up, B * m->ffn);
         linear(gate, &L->wdown, h, B, xq, xs, nthreads);
         for (long b = 0; b < B; b++) {
             float *hb = h + b * d, *xb = x + b * d;
@@ -220,8 +274,7 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
     }
     for (long b = 0; b < B; b++) rms_norm(x + b * d, m->final_norm, h + b * d, d, m->eps);
     linear(h, &m->embed, logits, B, xq, xs, nthreads);
-    if (m->final_softcap > 0.0f)
-        for (long i = 0; i < B * m->vocab; i++) logits[i] = softcap(logits[i], m->final_softcap);
+    if (m->final_softcap > 0.0f) softcap_all(logits, B * m->vocab, m->final_softcap);
     free(buf);
     free(slots);
     return 0;

@@ -147,8 +147,9 @@ static inline __m256i dot32(const uint8_t *w, const int8_t *x) {
 /* Several activation rows against each weight block (batched decoding): with the activations
  * offset to unsigned (x + 128, stored as x ^ 0x80), one dpbusd per row and block gives
  * sum (x + 128) * w; starting its accumulator at -128 * sum w, computed once per block for
- * all rows, leaves sum x * w. Rows go four at a time (four independent accumulator chains);
- * a weight row stays in L1 across the groups. */
+ * all rows, leaves sum x * w. The int32 lanes, the scales and the order of the float sums are
+ * those of the one-row kernel below, so a sequence decodes to the same bits alone or in a
+ * batch. Rows go four at a time; a weight row stays in L1 across the groups. */
 static void gemv_rows(const uint8_t *xu, const float *xs, const uint8_t *w, float *out, long B,
                       long N, long K, int nthreads) {
     long nb = K / QK;
@@ -158,24 +159,28 @@ static void gemv_rows(const uint8_t *xu, const float *xs, const uint8_t *w, floa
         const uint8_t *wr = w + n * nb * BLOCK_BYTES;
         for (long b0 = 0; b0 < B; b0 += 4) {
             long rows = B - b0 < 4 ? B - b0 : 4;
-            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                             _mm256_setzero_ps()};
+            __m256 acc[4][4];
+            for (int t = 0; t < 4; t++)
+                for (int a = 0; a < 4; a++) acc[t][a] = _mm256_setzero_ps();
             for (long j = 0; j < nb; j++) {
                 const uint8_t *blk = wr + j * BLOCK_BYTES;
                 __m256i wv = _mm256_loadu_si256((const __m256i *)(blk + 2));
-                __m256i neg = _mm256_sub_epi32(
-                    _mm256_setzero_si256(),
-                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), offset, wv)); /* -128 sum w */
+                __m256i neg = _mm256_sub_epi32(                             /* -128 sum w */
+                    _mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), offset, wv));
                 float wd = f16_load(blk);
+                /* blocks 4i..4i+3 go to accumulators 0..3, the last nb % 4 blocks to 0 */
+                int a = j < nb - nb % 4 ? (int)(j & 3) : 0;
                 for (long t = 0; t < rows; t++) {
                     long b = b0 + t;
                     __m256i xv = _mm256_loadu_si256((const __m256i *)(xu + b * K + j * QK));
                     __m256i dot = _mm256_dpbusd_epi32(neg, xv, wv);
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
-                                             _mm256_set1_ps(wd * xs[b * nb + j]), acc[t]);
+                    acc[t][a] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
+                                                _mm256_set1_ps(wd * xs[b * nb + j]), acc[t][a]);
                 }
             }
-            for (long t = 0; t < rows; t++) out[(b0 + t) * N + n] = hsum256(acc[t]);
+            for (long t = 0; t < rows; t++)
+                out[(b0 + t) * N + n] = hsum256(_mm256_add_ps(
+                    _mm256_add_ps(acc[t][0], acc[t][1]), _mm256_add_ps(acc[t][2], acc[t][3])));
         }
     }
 }
