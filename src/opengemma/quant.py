@@ -33,8 +33,7 @@ GEMV_MAX_ROWS = 16  # up to this many activation rows use the int8 kernel
 def quantize_q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """float (N, K) -> int8 (N, K) and float32 scales (N, K/32), round half to even."""
     N, K = w.shape
-    if K % QK:
-        raise ValueError(f"input width {K} is not a multiple of {QK}")
+    _check_width(K)
     lib = native()
     if lib is not None:
         src = w.detach().float().contiguous()

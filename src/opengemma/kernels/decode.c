@@ -23,6 +23,8 @@ void q8_quantize(const float *x, int8_t *xq, float *xs, long rows, long K);
 void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B, long N,
                long K, int nthreads);
 void q8_0_gather(const uint8_t *w, const int64_t *ids, float *out, long n_ids, long K);
+void q8_0_linear(const float *x, int8_t *xq, float *xs, const uint8_t *w, float *out, long B,
+                 long N, long K, int nthreads);
 
 typedef struct {
     const uint8_t *w; /* Q8_0 blocks [n, k / 32] */
@@ -56,13 +58,6 @@ static void rms_norm(const float *x, const float *mult, float *out, long n, floa
     for (long i = 0; i < n; i++) ss += (double)x[i] * x[i];
     float r = 1.0f / sqrtf((float)(ss / n) + eps);
     for (long i = 0; i < n; i++) out[i] = x[i] * r * mult[i];
-}
-
-/* out = x @ W.T for B rows; activations quantized into the shared scratch */
-static void linear(const float *x, const QW *w, float *out, long B, int8_t *xq, float *xs,
-                   int nthreads) {
-    q8_quantize(x, xq, xs, B, w->k);
-    q8_0_gemv(xq, xs, w->w, out, B, w->n, w->k, nthreads);
 }
 
 static void rope(float *x, long n_heads, long hd, const float *inv_freq, int64_t p) {
@@ -254,7 +249,7 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
             attend_head(m, &caches[b][l], i / (H / KV), q + b * qdim + i * hd, n_slots[b],
                         slots + b * max_cap, scores + bh * max_cap, att + b * qdim + i * hd);
         }
-        linear(att, &L->wo, h, B, xq, xs, nthreads);
+        q8_0_linear(att, xq, xs, L->wo.w, h, B, L->wo.n, L->wo.k, nthreads);
         for (long b = 0; b < B; b++) {
             float *hb = h + b * d, *xb = x + b * d;
             if (L->post_attn_norm) rms_norm(hb, L->post_attn_norm, hb, d, m->eps);
@@ -265,7 +260,7 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
         q8_0_gemv(xq, xs, L->wgate.w, gate, B, m->ffn, d, nthreads);
         q8_0_gemv(xq, xs, L->wup.w, up, B, m->ffn, d, nthreads);
         gelu_mul(gate, up, B * m->ffn);
-        linear(gate, &L->wdown, h, B, xq, xs, nthreads);
+        q8_0_linear(gate, xq, xs, L->wdown.w, h, B, L->wdown.n, L->wdown.k, nthreads);
         for (long b = 0; b < B; b++) {
             float *hb = h + b * d, *xb = x + b * d;
             if (L->post_ffn_norm) rms_norm(hb, L->post_ffn_norm, hb, d, m->eps);
@@ -273,7 +268,7 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
         }
     }
     for (long b = 0; b < B; b++) rms_norm(x + b * d, m->final_norm, h + b * d, d, m->eps);
-    linear(h, &m->embed, logits, B, xq, xs, nthreads);
+    q8_0_linear(h, xq, xs, m->embed.w, logits, B, m->embed.n, m->embed.k, nthreads);
     if (m->final_softcap > 0.0f) softcap_all(logits, B * m->vocab, m->final_softcap);
     free(buf);
     free(slots);
