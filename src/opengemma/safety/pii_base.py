@@ -1,0 +1,84 @@
+"""Base types of the PII detectors: the type names, `Finding`, `PIIError`, `RuleDetector`.
+
+PII detection is a safety service: `opengemma.safety.pii.Scanner` is its surface and the corpus
+pipeline (`opengemma.data.scrub`) is one client of it (a guard on model output could be another).
+Import order, foundations first, no cycles: `pii_base` <- the detector modules (`pii_numbers`,
+`pii_secrets`, `pii_entities`) <- `pii` (the `Scanner` that assembles them) <- clients.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from opengemma.errors import OpenGemmaError
+
+TYPES: tuple[str, ...] = (
+    "EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS", "URL_CREDENTIALS",
+    "API_KEY", "PRIVATE_KEY", "PERSON", "STREET_ADDRESS", "DATE_OF_BIRTH",
+)  # fmt: skip
+# Overlap winner: secrets and structured identifiers beat fuzzy entities that sit inside them.
+PRIORITY: dict[str, int] = {t: len(TYPES) - i for i, t in enumerate((
+    "PRIVATE_KEY", "URL_CREDENTIALS", "API_KEY", "EMAIL", "IBAN", "CREDIT_CARD", "US_SSN",
+    "IP_ADDRESS", "PHONE", "DATE_OF_BIRTH", "STREET_ADDRESS", "PERSON",
+))}  # fmt: skip
+
+
+class PIIError(OpenGemmaError, ValueError):
+    """A detector was asked for an unknown type, or its model is not installed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One detected span: `text[start:end]` (character offsets) is a value of `type`."""
+
+    start: int
+    end: int
+    type: str
+    score: float
+    detector: str
+
+
+class Detector(Protocol):
+    """Anything that finds typed spans in a batch of texts (`fields` name where each came from)."""
+
+    name: str
+    types: frozenset[str]
+
+    def detect(self, texts: Sequence[str], fields: Sequence[str]) -> list[list[Finding]]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class RuleDetector:
+    """Base of the detectors that look at one text at a time, without a model."""
+
+    name = "rule"
+    types: frozenset[str] = frozenset()
+    kind = "rule"
+
+    def detect(self, texts: Sequence[str], fields: Sequence[str]) -> list[list[Finding]]:
+        return [self.find(t, f) for t, f in zip(texts, fields, strict=True)]
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "types": sorted(self.types), "kind": self.kind}
+
+    def _hit(self, start: int, end: int, score: float, type_: str | None = None) -> Finding:
+        return Finding(start, end, type_ or next(iter(self.types)), score, self.name)
+
+
+def shannon_entropy(s: str) -> float:
+    """Bits per character of `s`'s own character distribution."""
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in Counter(s).values()) if n else 0.0
+
+
+def before(text: str, start: int, width: int) -> str:
+    """The `width` characters of `text` before offset `start`."""
+    return text[max(0, start - width) : start]

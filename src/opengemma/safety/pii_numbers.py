@@ -1,0 +1,254 @@
+"""Structured identifiers: e-mail, phone, payment card, IBAN, US SSN, IP address, date of birth.
+
+Each detector validates what its expression matches (Luhn, mod-97, SSN ranges, `ipaddress`,
+`phonenumbers`) and uses the surrounding words to accept or reject ambiguous numbers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from opengemma.safety.pii_base import Finding, RuleDetector, before
+
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "BR", "CA", "AU")
+
+
+def luhn_ok(digits: str) -> bool:
+    """True when a digit string passes the Luhn checksum."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+class EmailDetector(RuleDetector):
+    name, types = "email", frozenset({"EMAIL"})
+    _re = re.compile(
+        r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
+        r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+    )
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        if "@" not in text:
+            return []
+        return [self._hit(m.start(), m.end(), 0.99) for m in self._re.finditer(text)]
+
+
+class CreditCardDetector(RuleDetector):
+    name, types = "credit-card", frozenset({"CREDIT_CARD"})
+    _re = re.compile(r"(?<![\w-])\d(?:[ -]?\d){11,18}(?![\w])")
+
+    @staticmethod
+    def brand_ok(d: str) -> bool:
+        """Issuer prefix and length plausible (Visa, Mastercard, Amex, Discover, JCB, ...)."""
+        n, p2, p4 = len(d), int(d[:2]), int(d[:4])
+        if d[0] == "4":
+            return n in (13, 16, 19)
+        if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:
+            return n == 16
+        if p2 in (34, 37):
+            return n == 15
+        if p2 in (30, 36, 38, 39):
+            return 14 <= n <= 19
+        return d[0] in "3456" and 12 <= n <= 19  # Discover, JCB, UnionPay, Maestro
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        out = []
+        for m in self._re.finditer(text):
+            pos = [m.start() + i for i, c in enumerate(m.group()) if c.isdigit()]
+            digits = "".join(text[p] for p in pos)
+            for n in dict.fromkeys((len(digits), 16, 15, 14, 19, 13)):
+                # a shorter card must end where a separator does (a number follows it)
+                cut_ok = n == len(digits) or (n < len(digits) and text[pos[n - 1] + 1] in " -")
+                if cut_ok and self.brand_ok(digits[:n]) and luhn_ok(digits[:n]):
+                    out.append(self._hit(m.start(), pos[n - 1] + 1, 0.95))
+                    break
+        return out
+
+
+IBAN_LENGTHS = dict(
+    (c[:2], int(c[2:]))
+    for c in (
+        "AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BR29 BY28 CH21 CR22 CY28 CZ24 DE22 DK18 "
+        "DO28 EE20 EG29 ES24 FI18 FO18 FR27 GB22 GE22 GI23 GL18 GR27 GT28 HR21 HU28 IE22 IL23 "
+        "IQ23 IS26 IT27 JO30 KW30 KZ20 LB28 LC32 LI21 LT20 LU20 LV21 MC27 MD24 ME22 MK19 MR27 "
+        "MT31 MU30 NL18 NO15 PK24 PL28 PS29 PT25 QA29 RO24 RS22 SA24 SC31 SE24 SI19 SK24 SM27 "
+        "ST25 SV28 TL23 TN24 TR26 UA29 VA22 VG24 XK20"
+    ).split()
+)
+
+
+def iban_ok(iban: str) -> bool:
+    """Country length and ISO 13616 mod-97 check of a compact upper-case IBAN."""
+    if IBAN_LENGTHS.get(iban[:2]) != len(iban):
+        return False
+    moved = iban[4:] + iban[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+class IbanDetector(RuleDetector):
+    name, types = "iban", frozenset({"IBAN"})
+    _re = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}")
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        out = []
+        for m in self._re.finditer(text):
+            want = IBAN_LENGTHS.get(m.group()[:2])
+            pos = [m.start() + i for i, c in enumerate(m.group()) if c != " "]
+            if want is None or len(pos) < want:
+                continue
+            end = pos[want - 1] + 1
+            if end < len(text) and text[end].isalnum():
+                continue
+            if iban_ok("".join(text[p] for p in pos[:want])):
+                out.append(self._hit(m.start(), end, 0.99))
+        return out
+
+
+class SsnDetector(RuleDetector):
+    name, types = "us-ssn", frozenset({"US_SSN"})
+    _re = re.compile(r"(?<![\w-])(\d{3})([- ]?)(\d{2})\2(\d{4})(?![\w-])")
+    _context = re.compile(r"(?i)\b(?:ssn|social security|soc\.? ?sec)")
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        out = []
+        for m in self._re.finditer(text):
+            area, sep, group, serial = int(m[1]), m[2], int(m[3]), int(m[4])
+            if area == 0 or area == 666 or area >= 900 or group == 0 or serial == 0:
+                continue
+            if not sep and not self._context.search(field + " " + before(text, m.start(), 40)):
+                continue  # nine bare digits are an SSN only when something says so
+            out.append(self._hit(m.start(), m.end(), 0.9 if sep else 0.8))
+        return out
+
+
+class IpAddressDetector(RuleDetector):
+    name, types = "ip-address", frozenset({"IP_ADDRESS"})
+    _v4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
+    _v6 = re.compile(
+        r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}"
+        r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])"
+    )
+    _version = re.compile(r"(?i)(?:version|ver\.?|release|build|v)\s*$")
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        out = []
+        if "." in text:
+            for m in self._v4.finditer(text):
+                if self._version.search(before(text, m.start(), 12)):
+                    continue
+                try:
+                    ipaddress.IPv4Address(m.group())
+                except ValueError:
+                    continue
+                out.append(self._hit(m.start(), m.end(), 0.95))
+        if "::" in text or text.count(":") >= 7:
+            for m in self._v6.finditer(text):
+                value = m.group()
+                if sum(1 for g in re.split(r"[:.]", value) if g) < 2:
+                    continue
+                try:
+                    ipaddress.IPv6Address(value)
+                except ValueError:
+                    continue
+                out.append(self._hit(m.start(), m.end(), 0.95))
+        return out
+
+
+class PhoneDetector(RuleDetector):
+    """International and national phone numbers, validated by Google's `phonenumbers`."""
+
+    name, types = "phonenumbers", frozenset({"PHONE"})
+    _re = re.compile(
+        r"(?<![\w.+/:-])(?:\+|00)?\(?\d[\d \t().\-/]{5,22}\d"
+        r"(?:\s*(?:x|ext\.?|#)\s*\d{1,6})?(?![\w]|-\w)"
+    )
+    _negative = re.compile(
+        r"(?i)(?:#|\b(?:order|invoice|inv|ticket|case|ref|reference|tracking|account|acct|id|"
+        r"sku|po|build|version|ver|serial|isbn|no\.?|number|nr\.?)\W{0,5})\s*$"
+    )
+    _context = re.compile(
+        r"(?i)(?:phone|tel|call|mobile|cell|fax|whats ?app|sms|text|contact|reach|dial|ring"
+        r"|telefon|téléphone|tél|móvil|cellulare|numero|nummer)"
+    )
+    _date = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
+
+    def __init__(self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> None:
+        import phonenumbers
+
+        self._pn = phonenumbers
+        self.regions = tuple(regions)
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"regions": list(self.regions)}
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        out = []
+        for m in self._re.finditer(text):
+            cand = m.group()
+            digits = sum(c.isdigit() for c in cand)
+            if not 7 <= digits <= 15 + 6 * ("x" in cand) or self._date.match(cand):
+                continue
+            if self._negative.search(before(text, m.start(), 24)):
+                continue
+            bare = cand.isdigit()  # no +, no separators: a phone only if something says so
+            if bare and not self._says_phone(text, field, m.start()):
+                continue
+            hit = self._match(cand)
+            if hit is not None and sum(c.isdigit() for c in cand[hit[0] : hit[1]]) == digits:
+                out.append(self._hit(m.start() + hit[0], m.start() + hit[1], 0.9))
+        return out
+
+    def _says_phone(self, text: str, field: str, start: int) -> bool:
+        """Phone context: the field name, the 64 characters before, or a table header."""
+        header = text[: text.find("\n")] if "\n" in text[:start] else ""
+        return bool(self._context.search(f"{field} {header} {before(text, start, 64)}"))
+
+    def _match(self, cand: str) -> tuple[int, int] | None:
+        regions = self.regions[:1] if cand.startswith(("+", "00")) else self.regions
+        leniency = self._pn.Leniency.VALID
+        for region in regions:
+            for match in self._pn.PhoneNumberMatcher(cand, region, leniency=leniency):
+                return match.start, match.end
+        return None
+
+
+# ------------------------------------------------------------------- dates of birth
+
+_MONTHS = (
+    r"jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?"
+)
+_DATE = re.compile(
+    rf"(?i)(?<![\w/.:-])(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}|\d{{1,2}}[-/.]\d{{1,2}}[-/.]\d{{2,4}}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:{_MONTHS})\.?,?\s+\d{{4}}"
+    rf"|(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})(?![\w/:-]|\.\d)"
+)
+_BIRTH = re.compile(
+    r"(?i)(?:\bborn\b|birth|\bd\.?o\.?b\b|\bb-?day\b|geboren|\bn[ée]e?\b|naissance|"
+    r"nacimiento|nacid[oa]|\bnat[oa]\b)"
+)
+
+
+class DateOfBirthDetector(RuleDetector):
+    """A date with birth context in the 48 characters before it, or in a birth-named field."""
+
+    name, types = "date-of-birth", frozenset({"DATE_OF_BIRTH"})
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        if not any(c.isdigit() for c in text):
+            return []
+        out, prev_end = [], 0
+        field_says = bool(_BIRTH.search(field.rsplit(".", 1)[-1]))
+        for m in _DATE.finditer(text):
+            window = text[max(prev_end, m.start() - 48) : m.start()]
+            if field_says or _BIRTH.search(window):
+                out.append(self._hit(m.start(), m.end(), 0.85))
+            prev_end = m.end()
+        return out

@@ -1,0 +1,100 @@
+"""Secrets: credentials in URLs, provider API keys, assigned high-entropy values, PEM keys."""
+
+from __future__ import annotations
+
+import re
+
+from opengemma.safety.pii_base import Finding, RuleDetector, shannon_entropy
+
+
+class UrlCredentialsDetector(RuleDetector):
+    """The `user:password` part of `scheme://user:password@host` URLs."""
+
+    name, types = "url-credentials", frozenset({"URL_CREDENTIALS"})
+    _re = re.compile(
+        r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://"
+        r"(?P<cred>[^\s:/@?#\"'<>]+:[^\s/@?#\"'<>]+)@[\w\[]"
+    )
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        if "://" not in text:
+            return []
+        return [self._hit(m.start("cred"), m.end("cred"), 0.99) for m in self._re.finditer(text)]
+
+
+# Provider token formats (published prefixes and alphabets).
+_PROVIDER_KEYS = re.compile(
+    "|".join(
+        (
+            r"(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}",  # AWS access key id
+            r"gh[pousr]_[A-Za-z0-9]{36,255}",  # GitHub tokens
+            r"github_pat_[A-Za-z0-9_]{22,255}",  # GitHub fine-grained PAT
+            r"glpat-[A-Za-z0-9_-]{20,}",  # GitLab PAT
+            r"xox[abposr]-[A-Za-z0-9-]{10,}",  # Slack tokens
+            r"(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}",  # Stripe
+            r"AIza[0-9A-Za-z_-]{35}",  # Google API key
+            r"sk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{40,}",  # Anthropic
+            r"sk-(?:proj-|svcacct-)?[A-Za-z0-9_-]{32,}",  # OpenAI
+            r"hf_[A-Za-z]{30,}",  # Hugging Face
+            r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}",  # SendGrid
+            r"npm_[A-Za-z0-9]{36}",  # npm
+            r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{40,}",  # PyPI
+            r"dop_v1_[a-f0-9]{64}",  # DigitalOcean
+            r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}",  # Shopify
+            r"(?:AC|SK)[0-9a-f]{32}",  # Twilio
+            r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT
+        )
+    )
+)
+_KEY_NAME = (
+    r"(?:api[_-]?key|apikey|secret|token|passwd|password|pwd|access[_-]?key|"
+    r"private[_-]?key|client[_-]?secret|auth[_-]?key|credentials?|signing[_-]?key)"
+)
+_ASSIGNED = re.compile(
+    rf"(?i)[\w.-]*{_KEY_NAME}[\w.-]*['\"]?\s*(?:=|:|=>|:=)\s*(?:[rbu]?['\"])?"
+    r"(?P<value>[A-Za-z0-9_\-+/=.~]{16,512})"
+    r"|\bBearer\s+(?P<bearer>[A-Za-z0-9_\-.~+/]{16,512}=*)"
+)
+_KEY_FIELD = re.compile(rf"(?i){_KEY_NAME}s?$")
+
+
+def looks_random(value: str, min_bits: float = 3.0) -> bool:
+    """A plausible machine-made secret: long, mixed character classes, high entropy."""
+    classes = sum(any(f(c) for c in value) for f in (str.islower, str.isupper, str.isdigit))
+    return len(value) >= 16 and classes >= 2 and shannon_entropy(value) >= min_bits
+
+
+class ApiKeyDetector(RuleDetector):
+    name, types = "api-key", frozenset({"API_KEY"})
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        out = []
+        for m in _PROVIDER_KEYS.finditer(text):
+            if (m.start() == 0 or not text[m.start() - 1].isalnum()) and not (
+                m.end() < len(text) and text[m.end()].isalnum()
+            ):
+                out.append(self._hit(m.start(), m.end(), 0.99))
+        for m in _ASSIGNED.finditer(text):
+            group = "value" if m.group("value") else "bearer"
+            start, value = m.start(group), m.group(group).rstrip(".")
+            if looks_random(value):
+                out.append(self._hit(start, start + len(value), 0.8))
+        leaf = field.rsplit(".", 1)[-1]
+        if _KEY_FIELD.search(leaf) and looks_random(text.strip()) and " " not in text.strip():
+            start = len(text) - len(text.lstrip())
+            out.append(self._hit(start, start + len(text.strip()), 0.8))
+        return out
+
+
+class PrivateKeyDetector(RuleDetector):
+    name, types = "pem-private-key", frozenset({"PRIVATE_KEY"})
+    _re = re.compile(
+        r"-----BEGIN ([A-Z0-9 ]{0,24}PRIVATE KEY(?: BLOCK)?)-----"
+        r"(?:.{0,65536}?-----END \1-----|[A-Za-z0-9+/=:,\-\s\\]*)",
+        re.S,
+    )
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        if "PRIVATE KEY" not in text:
+            return []
+        return [self._hit(m.start(), m.end(), 0.99) for m in self._re.finditer(text)]
