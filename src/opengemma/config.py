@@ -54,6 +54,10 @@ class GemmaConfig:
     bos_token_id: int = 2
     eos_token_id: int = 1
     pad_token_id: int = 0
+    # every query sees the whole input (EmbeddingGemma): global layers every key, sliding layers
+    # the keys within sliding_window // 2 positions on either side (transformers' and llama.cpp's
+    # symmetric window); the model then has no causal order and no KV cache
+    use_bidirectional_attention: bool = False
 
     def __post_init__(self) -> None:
         if len(self.layer_types) != self.num_layers:
@@ -247,6 +251,7 @@ def _from_hf(d: dict[str, Any]) -> GemmaConfig:
             bos_token_id=_first(d.get("bos_token_id"), 2),
             eos_token_id=_first(d.get("eos_token_id"), 1),
             pad_token_id=_first(d.get("pad_token_id"), 0),
+            use_bidirectional_attention=bool(d.get("use_bidirectional_attention")),
         )  # fmt: skip
     except KeyError as exc:
         raise ConfigError(f"config.json lacks required field {exc.args[0]!r}") from None

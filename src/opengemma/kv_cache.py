@@ -16,14 +16,25 @@ from opengemma.config import GemmaConfig
 from opengemma.errors import InvalidRequestError
 
 
-def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+def attention_mask(
+    q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None, bidirectional: bool = False
+) -> torch.Tensor:
     """Boolean (T, S) mask: True where query at q_pos[t] may attend to the key at k_pos[s].
 
     Causal, empty slots (-1) excluded, and for a sliding layer only the last `window`
     positions, the query's own included (key > query - window).
+
+    Bidirectional (EmbeddingGemma): every key, and for a sliding layer the keys at most
+    `window // 2` positions away on either side (transformers keeps `|q - k| < window // 2 + 1`,
+    llama.cpp's symmetric window `|q - k| <= window // 2`: the same set).
     """
     q = q_pos[:, None]
     k = k_pos[None, :]
+    if bidirectional:
+        allowed = (k >= 0) & (q >= 0)
+        if window is not None:
+            allowed &= (k - q).abs() <= window // 2
+        return allowed
     allowed = (k >= 0) & (k <= q)
     if window is not None:
         allowed &= k > q - window

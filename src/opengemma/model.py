@@ -67,6 +67,7 @@ class Attention(nn.Module):
         self.scale = cfg.query_pre_attn_scalar**-0.5
         self.softcap = cfg.attn_logit_softcap
         self.window = cfg.sliding_window if sliding else None
+        self.bidirectional = cfg.use_bidirectional_attention
         self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.head_dim, bias=False)
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=False)
@@ -100,7 +101,11 @@ class Attention(nn.Module):
         key = (self.window, row, k_pos.shape[0])
         mask = masks.get(key) if masks is not None else None
         if mask is None:
-            mask = attention_mask(pos, k_pos, self.window)
+            mask = attention_mask(pos, k_pos, self.window, self.bidirectional)
+            pad = masks.get("key_mask") if masks is not None else None
+            if pad is not None:  # (B, S) real tokens -> (B, 1, T, S); padding queries see
+                # every key, so that no row is all -inf (NaN would reach real rows via values)
+                mask = (mask & pad[:, None, None, :]) | ~pad[:, None, -mask.shape[0] :, None]
             if masks is not None:
                 masks[key] = mask
         return self._attend(q, k, v, mask)
@@ -113,7 +118,8 @@ class Attention(nn.Module):
         qg = q.reshape(B, self.n_kv, G * T, D)
         scores = torch.matmul(qg, k.transpose(-1, -2)) * self.scale  # (B, KV, G*T, S)
         scores = softcap(scores, self.softcap)
-        scores = scores.masked_fill(~mask.repeat(G, 1), float("-inf"))
+        mask = mask.repeat(G, 1) if mask.dim() == 2 else mask.repeat(1, 1, G, 1)
+        scores = scores.masked_fill(~mask, float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         return torch.matmul(probs, v).reshape(B, H, T, D)
 
@@ -184,8 +190,13 @@ class GemmaModel(nn.Module):
         ids: torch.Tensor,
         cache: KVCache | list[KVCache] | None = None,
         last_only: bool = False,
+        key_mask: torch.Tensor | None = None,
+        hidden: bool = False,
     ) -> torch.Tensor:
         """ids (B, T) -> float32 logits (B, T, vocab), or (B, 1, vocab) with `last_only`.
+
+        `key_mask` (B, T) bool, without a cache: False marks padding no query may attend to.
+        `hidden`: return the final-norm hidden states (B, T, d) instead of logits.
 
         With a cache, the tokens continue the cached sequence and the cache advances by T.
         With a list of B caches (batched decode, T == 1), row b continues its own sequence at
@@ -218,7 +229,7 @@ class GemmaModel(nn.Module):
         }
         if isinstance(cache, list):  # (B, D) -> (B, 1, 1, D): one position per row
             ropes = {k: (c[:, None, None], s[:, None, None]) for k, (c, s) in ropes.items()}
-        masks: dict = {}
+        masks: dict = {"key_mask": key_mask}
         for i, layer in enumerate(self.layers):
             if isinstance(cache, list):
                 layer_cache = [c.layers[i] for c in cache]
@@ -227,9 +238,8 @@ class GemmaModel(nn.Module):
             x = layer(x, ropes[layer.kind], pos, layer_cache, masks)
         for c in cache if isinstance(cache, list) else [cache] if cache is not None else []:
             c.advance(1 if isinstance(cache, list) else T)
-        if last_only:
-            x = x[:, -1:]
-        return self.output(self.norm(x))
+        x = self.norm(x[:, -1:] if last_only else x)
+        return x if hidden else self.output(x)
 
     def new_cache(self, max_len: int, batch: int = 1) -> KVCache:
         return KVCache(self.config, max_len, batch, dtype=self.dtype, device=self.device)
