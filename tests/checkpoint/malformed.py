@@ -30,7 +30,8 @@ def kv(key: str | bytes, vtype: int, value) -> bytes:
         body = s(value)
     elif vtype == ARR:
         etype, items = value
-        packed = b"".join(s(v) if etype == STR else struct.pack("<I", v) for v in items)
+        code = {STR: None, F32: "<f", I32: "<i"}.get(etype, "<I")
+        packed = b"".join(s(v) if code is None else struct.pack(code, v) for v in items)
         body = struct.pack("<IQ", etype, len(items)) + packed
     elif isinstance(value, bytes):
         body = value
@@ -170,6 +171,24 @@ GGUF_CASES: dict[str, GGUFSpec] = {
     "alignment_not_power_of_two": GGUFSpec(kvs=base_kvs() + [kv("general.alignment", U32, 48)]),
     "alignment_huge": GGUFSpec(kvs=base_kvs() + [kv("general.alignment", U32, 2**30)]),
     "alignment_wrong_type": GGUFSpec(kvs=base_kvs() + [kv("general.alignment", STR, "32")]),
+    **{name: GGUFSpec(kvs=base_kvs() + [kv(key, vtype, value)])
+       for name, (key, vtype, value) in {  # known keys with the wrong value type
+           "alignment_uint64": ("general.alignment", U64, 32),  # gguf demands UINT32
+           "alignment_int32": ("general.alignment", I32, 32),
+           "alignment_float": ("general.alignment", F32, 32.0),
+           "architecture_not_string": ("general.architecture", U32, 3),
+           "rope_base_string": ("gemma3.rope.freq_base", STR, "1e6"),
+           "bos_id_float": ("tokenizer.ggml.bos_token_id", F32, 2.0),
+           "add_bos_not_bool": ("tokenizer.ggml.add_bos_token", U32, 1),
+           "tokens_not_array": ("tokenizer.ggml.tokens", STR, "<pad>"),
+           "tokens_array_of_numbers": ("tokenizer.ggml.tokens", ARR, (U32, [1, 2])),
+           "scores_array_of_strings": ("tokenizer.ggml.scores", ARR, (STR, ["0.0"])),
+       }.items()},  # fmt: skip
+    "vocab_arrays_misaligned": GGUFSpec(kvs=base_kvs() + [
+        kv("tokenizer.ggml.tokens", ARR, (STR, ["<pad>", "<eos>", "<bos>"])),
+        kv("tokenizer.ggml.scores", ARR, (F32, [0.0, 0.0, 0.0])),
+        kv("tokenizer.ggml.token_type", ARR, (I32, [3, 3])),
+    ]),  # fmt: skip
     "empty_tensor_name": with_tensors(_set(0, name="")),
     "duplicate_tensor_name": with_tensors(_set(1, name="token_embd.weight")),
     "unknown_tensor_type": with_tensors(_set(1, qtype=200)),

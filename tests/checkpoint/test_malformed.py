@@ -149,3 +149,33 @@ def test_info_prints_one_line_error(corpus, capsys):
         assert code == 1, name
         assert err.startswith("opengemma: error: ") and err.count("\n") == 1, (name, err)
         assert "Traceback" not in err
+
+
+# case -> the metadata key its error must name
+KEY_CASES = {
+    "alignment_uint64": "general.alignment", "alignment_int32": "general.alignment",
+    "alignment_float": "general.alignment", "alignment_wrong_type": "general.alignment",
+    "architecture_not_string": "general.architecture", "rope_base_string": "gemma3.rope.freq_base",
+    "bos_id_float": "tokenizer.ggml.bos_token_id",
+    "add_bos_not_bool": "tokenizer.ggml.add_bos_token",
+    "tokens_not_array": "tokenizer.ggml.tokens", "tokens_array_of_numbers": "tokenizer.ggml.tokens",
+    "scores_array_of_strings": "tokenizer.ggml.scores",
+    "vocab_arrays_misaligned": "tokenizer.ggml.token_type",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(KEY_CASES))
+def test_known_key_of_wrong_type_is_named(case, tmp_path):
+    path = M.write_gguf_case(case, tmp_path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert KEY_CASES[case] in str(err.value) and path.name in str(err.value)
+
+
+def test_gguf_reader_agrees_on_alignment_type(tmp_path):
+    """gguf's own reader refuses a non-UINT32 general.alignment too (the rule comes from it)."""
+    from gguf import GGUFReader
+
+    path = M.write_gguf_case("alignment_uint64", tmp_path)
+    with pytest.raises(ValueError, match="alignment"):
+        GGUFReader(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from opengemma.checkpoint import Checkpoint, check_coverage, expected_shapes
+from opengemma.checkpoint.core import Checkpoint, check_coverage, expected_shapes
 from opengemma.checkpoint.errors import CheckpointError
 from opengemma.checkpoint.keymap import CKPT_QKV, ckpt_to_hf, describe, hf_to_ours
 from opengemma.config import PRESETS, GemmaConfig

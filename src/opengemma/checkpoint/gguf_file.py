@@ -16,10 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from opengemma.checkpoint import Checkpoint, check_config_numbers, check_coverage, expected_shapes
+from opengemma.checkpoint.core import (
+    Checkpoint,
+    check_config_numbers,
+    check_coverage,
+    expected_shapes,
+)
 from opengemma.checkpoint.errors import CheckpointError
+from opengemma.checkpoint.gguf_keys import LOCAL_BASE_KEY, QPAS_KEY
 from opengemma.checkpoint.gguf_reader import GGUFFile
-from opengemma.checkpoint.gguf_writer import LOCAL_BASE_KEY, QPAS_KEY
 from opengemma.checkpoint.keymap import describe, gguf_to_ours, is_norm
 from opengemma.config import GemmaConfig
 from opengemma.errors import ConfigError

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from opengemma.checkpoint import gguf_keys
 from opengemma.checkpoint.errors import CheckpointError
 from opengemma.kernels import native
 
@@ -77,6 +78,7 @@ class GGUFFile:
         self.version = 0
         self.metadata: dict[str, Any] = {}
         self.value_types: dict[str, int] = {}  # key -> GGUF value type
+        self.array_types: dict[str, int] = {}  # array key -> GGUF type of its items
         self.tensors: dict[str, TensorInfo] = {}
         self.data_start = 0
         self._parse()
@@ -182,12 +184,16 @@ class GGUFFile:
             if key in self.metadata:
                 raise self._fail(f"duplicate key {key!r}")
             vtype = self._scalar("I")
-            self.metadata[key] = self._value(vtype)
+            if vtype == _ARRAY:
+                etype, count = self._scalar("I"), self._scalar("Q")
+                self.metadata[key] = self._array(etype, count)
+                self.array_types[key] = etype
+            else:
+                self.metadata[key] = self._value(vtype)
             self.value_types[key] = vtype
+        self._check_known_keys()
         raw = [self._tensor_info() for _ in range(n_tensors)]
         align = self.metadata.get("general.alignment", 32)
-        if isinstance(align, bool) or not isinstance(align, int):
-            raise self._fail(f"general.alignment must be an integer, got {align!r}")
         if align <= 0 or align & (align - 1) or align > MAX_ALIGN:
             raise self._fail(
                 f"general.alignment must be a power of two <= {MAX_ALIGN}, got {align}"
@@ -196,6 +202,45 @@ class GGUFFile:
         if self.data_start > len(self._buf) and raw:
             raise self._fail("the tensor data section starts past the end of the file")
         self._place(raw, align)
+
+    def _check_known_keys(self) -> None:
+        """Keys opengemma knows have the value types it expects; vocabulary arrays align."""
+        arch = self.metadata.get("general.architecture")
+        arch = arch if isinstance(arch, str) and arch in gguf_keys.ARCHS else None
+        for pattern, allowed in gguf_keys.SCALARS.items():
+            key = pattern.replace("{arch}", arch) if "{arch}" in pattern and arch else pattern
+            if "{arch}" in key or key not in self.metadata:
+                continue
+            if self.value_types[key] not in allowed:
+                raise self._key_error(key, self.value_types[key], allowed)
+        for key, allowed in gguf_keys.ARRAYS.items():
+            if key not in self.metadata:
+                continue
+            if self.value_types[key] != _ARRAY:
+                raise self._key_error(key, self.value_types[key], {_ARRAY})
+            if self.array_types[key] not in allowed:
+                raise CheckpointError(
+                    f"{self.path}: GGUF metadata {key} is an array of "
+                    f"{gguf_keys.type_name(self.array_types[key])}, expected an array of "
+                    f"{' or '.join(sorted(gguf_keys.type_name(t) for t in allowed))}; the file "
+                    "is damaged or was not written for this key"
+                )
+        lengths = {k: len(self.metadata[k]) for k in gguf_keys.ALIGNED if k in self.metadata}
+        if len(set(lengths.values())) > 1:
+            first = next(iter(lengths))
+            odd = next(k for k, n in lengths.items() if n != lengths[first])
+            raise CheckpointError(
+                f"{self.path}: GGUF metadata {odd} has {lengths[odd]} entries but {first} has "
+                f"{lengths[first]}; the vocabulary arrays must describe the same tokens one for "
+                "one. The file is damaged"
+            )
+
+    def _key_error(self, key: str, got: int, allowed: set[int] | frozenset[int]):
+        names = " or ".join(sorted(gguf_keys.type_name(t) for t in allowed))
+        return CheckpointError(
+            f"{self.path}: GGUF metadata {key} has type {gguf_keys.type_name(got)}, expected "
+            f"{names}; the file is damaged or was not written for this key"
+        )
 
     def _tensor_info(self) -> tuple[str, tuple[int, ...], int, int]:
         name = self._string(MAX_NAME, "a tensor name")

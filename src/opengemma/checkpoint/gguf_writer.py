@@ -16,13 +16,12 @@ import numpy as np
 import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
 
+from opengemma.checkpoint.gguf_keys import LOCAL_BASE_KEY, QPAS_KEY
 from opengemma.checkpoint.keymap import is_norm, ours_to_gguf
 from opengemma.checkpoint.quantize import FILE_TYPE, quantize, storage_type
 from opengemma.checkpoint.writing import atomic_path
 from opengemma.config import GemmaConfig
 
-QPAS_KEY = "opengemma.query_pre_attn_scalar"
-LOCAL_BASE_KEY = "opengemma.rope_local_freq_base"
 # SentencePiece piece type -> gguf token type. llama.cpp's Gemma converter marks <unk> CONTROL
 # (the unknown id is carried by tokenizer.ggml.unknown_token_id), as in its published files.
 _SPM_TO_GGUF_TYPE = {1: 1, 2: 3, 3: 3, 4: 4, 5: 5, 6: 6}

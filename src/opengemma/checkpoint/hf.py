@@ -13,7 +13,12 @@ from typing import Any
 
 import torch
 
-from opengemma.checkpoint import Checkpoint, check_config_numbers, check_coverage, expected_shapes
+from opengemma.checkpoint.core import (
+    Checkpoint,
+    check_config_numbers,
+    check_coverage,
+    expected_shapes,
+)
 from opengemma.checkpoint.errors import CheckpointError
 from opengemma.checkpoint.keymap import describe, hf_to_ours
 from opengemma.checkpoint.safetensors_file import (
