@@ -18,11 +18,13 @@ from opengemma.errors import OpenGemmaError
 
 TYPES: tuple[str, ...] = (
     "EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS", "URL_CREDENTIALS",
-    "API_KEY", "PRIVATE_KEY", "PERSON", "STREET_ADDRESS", "DATE_OF_BIRTH",
+    "API_KEY", "PRIVATE_KEY", "SECRET", "PERSON", "STREET_ADDRESS", "DATE_OF_BIRTH",
 )  # fmt: skip
+# SECRET: a high-entropy value assigned to a secret-ish key (`password=`, `token:`) that matches
+# no provider's key format -- a lower-confidence kind of API_KEY.
 # Overlap winner: secrets and structured identifiers beat fuzzy entities that sit inside them.
 PRIORITY: dict[str, int] = {t: len(TYPES) - i for i, t in enumerate((
-    "PRIVATE_KEY", "URL_CREDENTIALS", "API_KEY", "EMAIL", "IBAN", "CREDIT_CARD", "US_SSN",
+    "PRIVATE_KEY", "URL_CREDENTIALS", "API_KEY", "SECRET", "EMAIL", "IBAN", "CREDIT_CARD", "US_SSN",
     "IP_ADDRESS", "PHONE", "DATE_OF_BIRTH", "STREET_ADDRESS", "PERSON",
 ))}  # fmt: skip
 
