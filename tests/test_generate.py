@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from opengemma.errors import InvalidRequestError
-from opengemma.generate import _held_back
+from opengemma.generate import held_back
 from opengemma.sampling import (
     Sampler,
     SamplingParams,
@@ -98,9 +98,9 @@ def test_seeded_sampler_is_reproducible():
 
 
 def test_held_back_tail():
-    assert _held_back("hello wor", ["world"]) == 3
-    assert _held_back("hello", ["xyz"]) == 0
-    assert _held_back("ab", ["abc", "b"]) == 2
+    assert held_back("hello wor", ["world"]) == 3
+    assert held_back("hello", ["xyz"]) == 0
+    assert held_back("ab", ["abc", "b"]) == 2
 
 
 # ------------------------------------------------------------------ on the embedded model

@@ -15,6 +15,7 @@ server forwards them into asyncio, `Engine.generate` into a blocking iterator.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -26,9 +27,11 @@ from typing import Any, Protocol
 import torch
 
 from opengemma.errors import OpenGemmaError
-from opengemma.generate import _held_back, check_lengths, prefill
+from opengemma.generate import TextRelease, check_lengths, prefill
 from opengemma.model import GemmaModel
 from opengemma.sampling import Sampler, SamplingParams
+
+log = logging.getLogger("opengemma.engine")
 
 FinishReason = str  # "stop" | "length" | "abort" | "timeout" | "error"
 
@@ -43,6 +46,10 @@ class QueueFullError(EngineError):
 
 class EngineClosedError(EngineError):
     """The engine is draining or stopped and takes no new requests."""
+
+
+class EngineDeadError(EngineClosedError):
+    """The engine thread stopped after an internal error; the process must be restarted."""
 
 
 class Constraint(Protocol):
@@ -68,6 +75,7 @@ class GenerationRequest:
     constraint: Constraint | None = None
     deadline: float | None = None
     watermark: Any = None  # a safety.watermark.WatermarkConfig: SynthID Text on sampled output
+    special_text: bool = False  # control tokens appear in the text (tool-call markup)
 
 
 @dataclass
@@ -130,10 +138,8 @@ class _Row:
 
             extra.append(WatermarkProcessor(req.watermark))
         self.sampler = Sampler(req.params, extra=extra, prompt_len=len(req.prompt_ids))
-        self.stop_ids = set(req.stop_ids) if req.stop_ids is not None else stop_ids
-        self.stops = [s for s in req.stop if s]
-        self.decoder = tokenizer.incremental_decoder()
-        self.pending = ""  # decoded text held back: it might begin a stop string
+        stop_ids = set(req.stop_ids) if req.stop_ids is not None else stop_ids
+        self.release = TextRelease(tokenizer, req.stop, stop_ids, not req.special_text)
         self.last_token: int | None = None  # sampled, not yet fed to the model
 
     @property
@@ -171,6 +177,10 @@ class Engine:
         self._closed = False
         self._stop = False
         self._thread: threading.Thread | None = None
+        # test hook: called with each request's handle before each of its sampling steps; an
+        # exception it raises is that step failing
+        self.fault: Callable[[RequestHandle], None] | None = None
+        self.fatal: str | None = None  # why the engine thread stopped for good (None: it runs)
 
     # ---- public surface (any thread) ------------------------------------------------------------
 
@@ -187,6 +197,11 @@ class Engine:
         with self._cond:
             return not self._waiting and not self._running
 
+    @property
+    def alive(self) -> bool:
+        """The engine thread runs and can take work."""
+        return self.fatal is None and self._thread is not None and self._thread.is_alive()
+
     def start(self) -> Engine:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="opengemma-engine", daemon=True)
@@ -200,6 +215,11 @@ class Engine:
         check_lengths(self.model, len(request.prompt_ids), request.max_tokens)
         handle = RequestHandle(request, sink)
         with self._cond:
+            if self.fatal is not None:
+                raise EngineDeadError(
+                    f"the engine stopped after an internal error ({self.fatal}); "
+                    "the server must be restarted"
+                )
             if self._closed:
                 raise EngineClosedError("the server is shutting down; send the request elsewhere")
             if len(self._waiting) >= self.max_queue and len(self._running) >= self.max_batch:
@@ -256,17 +276,41 @@ class Engine:
     # ---- engine thread --------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._cond:
-                    while not self._stop and not self._waiting and not self._running:
-                        self._cond.wait()
-                    if self._stop:
-                        break
-                self._iteration()
-        for row in self._running:
-            self._finish(row, "abort")
-        self._running.clear()
+        reason, error = "abort", None
+        try:
+            with torch.inference_mode():
+                while True:
+                    with self._cond:
+                        while not self._stop and not self._waiting and not self._running:
+                            self._cond.wait()
+                        if self._stop:
+                            break
+                    try:
+                        self._iteration()
+                    except Exception as exc:  # a step no single request owns: fail its rows
+                        message = self._log_failure(exc, "an engine step")
+                        for row in list(self._running):
+                            self._finish(row, "error", message)
+        except BaseException as exc:  # the loop itself cannot go on: say so, fail everything
+            reason, error = "error", self._log_failure(exc, "the engine loop")
+            self.fatal = error
+        finally:
+            with self._cond:
+                if self.fatal is not None:
+                    self._closed = True
+                waiting = list(self._waiting)
+                self._waiting.clear()
+            for row in list(self._running):
+                self._finish(row, reason, error)
+            for handle in waiting:
+                self._emit_final(handle, TokenEvent("", -1, reason, error=error), reason)
+
+    @staticmethod
+    def _log_failure(exc: BaseException, where: str) -> str:
+        """Log an unexpected exception once, with its traceback; the message for clients."""
+        message = f"{type(exc).__name__}: {exc}"
+        log.error("opengemma engine: %s failed: %s", where, message, exc_info=exc)
+        return message
 
     def _iteration(self) -> None:
         self._drop_expired()
@@ -318,7 +362,7 @@ class Engine:
             try:
                 logits = prefill(self.model, take, row.cache, chunk=self.prefill_chunk)
             except Exception as exc:
-                self._finish(row, "error", str(exc))
+                self._fail(row, exc)
                 continue
             row.prefilled += len(take)
             budget -= len(take)
@@ -334,60 +378,63 @@ class Engine:
         try:
             logits = self.model(step, [r.cache for r in rows], last_only=True)[:, -1]  # (B, V)
         except Exception as exc:
+            if len(rows) == 1:
+                self._fail(rows[0], exc)
+                return
+            # find the rows it concerns: each row alone (caches advance only on success)
             for row in rows:
-                self._finish(row, "error", str(exc))
+                self._decode_alone(row)
             return
         for row, row_logits in zip(rows, logits, strict=True):
             self._sample(row, row_logits)
 
+    def _decode_alone(self, row: _Row) -> None:
+        step = torch.tensor([[row.last_token]], dtype=torch.long, device=self.model.device)
+        try:
+            logits = self.model(step, [row.cache], last_only=True)[0, -1]
+        except Exception as exc:
+            self._fail(row, exc)
+            return
+        self._sample(row, logits)
+
+    def _fail(self, row: _Row, exc: Exception) -> None:
+        """An exception while stepping `row`: that request ends with an error, nothing else."""
+        self._finish(row, "error", self._log_failure(exc, f"request {row.handle.id}"))
+
     def _sample(self, row: _Row, logits: torch.Tensor) -> None:
         """Draw the next token from float32 `logits` (vocab,), emit it, handle stops."""
-        req = row.handle.request
-        logits = logits.float().cpu()  # samplers, constraints and seeds live on the CPU
         try:
-            if req.constraint is not None:
-                logits = logits.masked_fill(~req.constraint.allowed(), float("-inf"))
-            processed = row.sampler.process(row.tokens[: row.n], logits)
-            token = row.sampler.choose(processed)
-            if req.constraint is not None:
-                req.constraint.advance(token)
-        except Exception as exc:
-            self._finish(row, "error", str(exc))
+            event = self._next_event(row, logits)
+        except Exception as exc:  # sampling, a grammar, decoding an id the tokenizer lacks...
+            self._fail(row, exc)
             return
+        handle = row.handle
+        if event.finish_reason is not None:
+            reason = event.finish_reason
+            self._finish(row, reason, event=event)
+        else:
+            row.last_token = event.token
+            _deliver(handle, event)
+
+    def _next_event(self, row: _Row, logits: torch.Tensor) -> TokenEvent:
+        req, handle = row.handle.request, row.handle
+        if self.fault is not None:
+            self.fault(handle)
+        logits = logits.float().cpu()  # samplers, constraints and seeds live on the CPU
+        if req.constraint is not None:
+            logits = logits.masked_fill(~req.constraint.allowed(), float("-inf"))
+        processed = row.sampler.process(row.tokens[: row.n], logits)
+        token = row.sampler.choose(processed)
+        if req.constraint is not None:
+            req.constraint.advance(token)
         logprob, top = _logprobs(processed, token, req.logprobs)
+        text, reason = row.release.add(token, last=handle.generated + 1 >= row.budget)
         row.tokens[row.n] = token
         row.n += 1
-        handle = row.handle
         handle.generated += 1
         if handle.first_token is None:
             handle.first_token = time.monotonic()
-        text, reason = self._text_and_reason(row, token)
-        event = TokenEvent(text, token, reason, logprob, top)
-        if reason is not None:
-            self._finish(row, reason, event=event)
-        else:
-            row.last_token = token
-            _deliver(handle, event)
-
-    @staticmethod
-    def _text_and_reason(row: _Row, token: int) -> tuple[str, FinishReason | None]:
-        """The text `token` makes final, and why generation ends here (None: it goes on).
-        Same rules as `opengemma.generate.stream_generate`."""
-        if token in row.stop_ids:
-            return row.pending + row.decoder.flush(), "stop"
-        row.pending += row.decoder.add(token)
-        last = row.handle.generated >= row.budget
-        if last:
-            row.pending += row.decoder.flush()
-        hits = [(row.pending.find(s), s) for s in row.stops if s in row.pending]
-        if hits:
-            return row.pending[: min(hits)[0]], "stop"
-        if last:
-            return row.pending, "length"
-        keep = _held_back(row.pending, row.stops)
-        out = row.pending[: len(row.pending) - keep]
-        row.pending = row.pending[len(row.pending) - keep :]
-        return out, None
+        return TokenEvent(text, token, reason, logprob, top)
 
     def _finish(
         self,

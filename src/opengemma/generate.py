@@ -36,19 +36,40 @@ class GenerationChunk(str):
         return str.__str__(self)
 
 
-def check_lengths(model: GemmaModel, prompt_len: int, max_tokens: int) -> int:
-    """Validate a request against the context; returns the number of tokens that may follow."""
-    context = model.config.max_position_embeddings
+class ContextLengthError(InvalidRequestError):
+    """The prompt (plus the tokens asked for) does not fit the model's context."""
+
+    code = "context_length_exceeded"
+
+
+def fit_lengths(context: int, prompt_len: int, max_tokens: int | None, strict: bool = False,
+                param: str = "max_tokens") -> int:  # fmt: skip
+    """The one prompt-length check: tokens that may follow a prompt of `prompt_len` in a
+    context of `context`. `max_tokens` None means as many as fit; `strict` refuses a
+    `max_tokens` that does not fit instead of lowering it."""
     if prompt_len == 0:
         raise InvalidRequestError("the prompt is empty; give at least one token of text")
     if prompt_len >= context:
-        raise InvalidRequestError(
+        raise ContextLengthError(
             f"the prompt has {prompt_len} tokens but the model's context is {context}; "
             "shorten the prompt"
         )
+    if max_tokens is None:
+        return context - prompt_len
     if max_tokens < 1:
-        raise InvalidRequestError(f"max_tokens must be at least 1, got {max_tokens}")
+        raise InvalidRequestError(f"{param} must be at least 1, got {max_tokens}")
+    if strict and prompt_len + max_tokens > context:
+        raise ContextLengthError(
+            f"the prompt has {prompt_len} tokens and {param} is {max_tokens}: "
+            f"{prompt_len + max_tokens} > the model's context of {context}; lower {param} or "
+            "shorten the prompt"
+        )
     return min(max_tokens, context - prompt_len)
+
+
+def check_lengths(model: GemmaModel, prompt_len: int, max_tokens: int) -> int:
+    """Validate a request against the model's context; returns the tokens that may follow."""
+    return fit_lengths(model.config.max_position_embeddings, prompt_len, max_tokens)
 
 
 @torch.inference_mode()
@@ -86,7 +107,7 @@ def generate_step(
             logits = model(step, cache, last_only=True)[0, -1]
 
 
-def _held_back(text: str, stops: Iterable[str]) -> int:
+def held_back(text: str, stops: Iterable[str]) -> int:
     """Length of the longest tail of `text` that could begin one of `stops`."""
     longest = 0
     for stop in stops:
@@ -95,6 +116,37 @@ def _held_back(text: str, stops: Iterable[str]) -> int:
                 longest = k
                 break
     return longest
+
+
+class TextRelease:
+    """Token ids in, final text out: never splits a UTF-8 character, never shows any part of
+    a stop string. Stop tokens and stop strings are not part of the text. The one rule set of
+    `stream_generate` and the serving engine."""
+
+    def __init__(self, tokenizer, stop: Sequence[str] = (), stop_ids: Iterable[int] = (),
+                 skip_special: bool = True):  # fmt: skip
+        self.stops = [s for s in stop if s]
+        self.stop_ids = set(stop_ids)
+        self.decoder = tokenizer.incremental_decoder(skip_special)
+        self.pending = ""  # decoded text not yet released (might start a stop string)
+
+    def add(self, token: int, last: bool = False) -> tuple[str, str | None]:
+        """The text `token` makes final, and why generation ends here (None: it goes on;
+        `last`: the budget ends with this token)."""
+        if token in self.stop_ids:
+            return self.pending + self.decoder.flush(), "stop"
+        self.pending += self.decoder.add(token)
+        if last:
+            self.pending += self.decoder.flush()
+        hits = [(self.pending.find(s), s) for s in self.stops if s in self.pending]
+        if hits:
+            return self.pending[: min(hits)[0]], "stop"
+        if last:
+            return self.pending, "length"
+        keep = held_back(self.pending, self.stops)
+        out = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(self.pending) - keep :]
+        return out, None
 
 
 def stream_generate(
@@ -108,29 +160,13 @@ def stream_generate(
 ) -> Iterator[GenerationChunk]:
     """One GenerationChunk per generated token; text never splits a UTF-8 character and never
     shows any part of a stop string. Stop tokens and stop strings are not part of the text."""
-    stops = [s for s in stop if s]
-    stop_ids = set(stop_ids)
-    decoder = tokenizer.incremental_decoder()
-    pending = ""  # decoded text not yet released (might start a stop string)
+    release = TextRelease(tokenizer, stop, stop_ids)
     budget = check_lengths(model, len(prompt_ids), max_tokens)
     for i, token in enumerate(generate_step(model, prompt_ids, sampler, budget)):
-        if token in stop_ids:
-            yield GenerationChunk(pending + decoder.flush(), token, "stop")
+        text, reason = release.add(token, last=i + 1 == budget)
+        yield GenerationChunk(text, token, reason)
+        if reason is not None:
             return
-        pending += decoder.add(token)
-        last = i + 1 == budget
-        if last:
-            pending += decoder.flush()
-        hits = [(pending.find(s), s) for s in stops if s in pending]
-        if hits:
-            yield GenerationChunk(pending[: min(hits)[0]], token, "stop")
-            return
-        if last:
-            yield GenerationChunk(pending, token, "length")
-            return
-        keep = _held_back(pending, stops)
-        out, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
-        yield GenerationChunk(out, token)
 
 
 def generate(*args, **kwargs) -> str:

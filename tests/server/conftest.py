@@ -27,7 +27,14 @@ def free_port() -> int:
 class ServerProcess:
     """`opengemma serve` in a child process; `url` once /ready answers 200."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, log: Path):
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        log: Path,
+        dtype: str | None = "float32",
+    ):
+        """`dtype` None: the default path (int8 weights for the embedded Q4_K_M GGUF)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [
@@ -39,8 +46,8 @@ class ServerProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--dtype",  # the exact reference, so outputs can be compared with the `lm` fixture
-            "float32",
+            # float32: the exact reference, so outputs can be compared with the `lm` fixture
+            *(["--dtype", dtype] if dtype else []),
             *args,
         ]
         self.log_path = log

@@ -4,6 +4,7 @@ HTTP metrics). `create_app(state)` takes a ready ServerState; `build_state` load
 from __future__ import annotations
 
 import hmac
+import os
 import sys
 import threading
 import time
@@ -50,6 +51,7 @@ def build_state(config: ServerConfig) -> ServerState:
     model_id = config.model_id or default_model_id(config.model)
     metrics = Metrics(engine, model_id)
     engine.on_finish = metrics.observe
+    engine.fault = fault_hook(os.environ.get(FAULT_ENV), lm.tokenizer)
     engine.start()
     grammar = JsonGrammar(lm.tokenizer, sorted(lm.stop_ids))
     threading.Thread(target=grammar.warm, name="opengemma-grammar", daemon=True).start()
@@ -80,6 +82,35 @@ def build_guard(config: ServerConfig, lm):
     if guard.note:
         print(f"opengemma serve: {guard.note}", file=sys.stderr, flush=True)
     return guard
+
+
+FAULT_ENV = "OPENGEMMA_TEST_FAULT"  # failure injection for tests: [fatal:]MARKER
+
+
+class InjectedFault(RuntimeError):
+    """A failure injected by $OPENGEMMA_TEST_FAULT."""
+
+
+class InjectedFatalFault(BaseException):
+    """An injected failure the engine thread cannot survive (not an Exception on purpose)."""
+
+
+def fault_hook(spec: str | None, tokenizer):
+    """$OPENGEMMA_TEST_FAULT=MARKER: every sampling step of a request whose prompt contains
+    MARKER raises; `fatal:MARKER` stops the engine thread instead (tests only)."""
+    if not spec:
+        return None
+    fatal = spec.startswith("fatal:")
+    marker = spec.removeprefix("fatal:")
+    flagged: dict[int, bool] = {}
+
+    def hook(handle) -> None:
+        if handle.id not in flagged:
+            flagged[handle.id] = marker in tokenizer.decode(handle.request.prompt_ids)
+        if flagged[handle.id]:
+            raise (InjectedFatalFault if fatal else InjectedFault)(f"injected fault ({marker})")
+
+    return hook
 
 
 class Guard:
@@ -208,13 +239,17 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(openai_routes.router)
 
     @app.get("/health", response_class=PlainTextResponse)
-    async def health() -> str:
-        """Alive (the process answers)."""
-        return "ok"
+    async def health() -> Response:
+        """Alive: the process answers and its engine runs (503 once the engine has stopped)."""
+        if not state.engine.alive:
+            return PlainTextResponse(f"engine stopped: {state.engine.fatal}", status_code=503)
+        return PlainTextResponse("ok")
 
     @app.get("/ready", response_class=PlainTextResponse)
     async def ready() -> Response:
-        """Model loaded and not draining: 200, else 503."""
+        """Model loaded, engine running and not draining: 200, else 503."""
+        if not state.engine.alive:
+            return PlainTextResponse(f"engine stopped: {state.engine.fatal}", status_code=503)
         if state.draining:
             return PlainTextResponse("draining", status_code=503)
         return PlainTextResponse("ready")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 import typer
 
 from opengemma.commands._common import DTYPE_HELP, MODEL_HELP, QUANT_HELP, cli_errors, eprint
+
+DEAD_GRACE = 3.0  # seconds a dead engine is reported before the process exits
 
 app = typer.Typer(add_completion=False, help="Serve a model over the OpenAI API (and Vertex AI).")
 
@@ -69,11 +72,29 @@ def serve(config) -> None:
     )
     server = _server_class()(uv_config)
     server.state = state
+    watch = threading.Thread(target=_watch_engine, args=(server,), name="opengemma-watch")
+    watch.daemon = True
+    watch.start()
     try:
         server.run()
     finally:
         state.engine.shutdown()
+    if state.engine.fatal is not None:
+        eprint(f"opengemma: error: the engine stopped ({state.engine.fatal}); exiting")
+        raise SystemExit(1)
     eprint("opengemma: stopped")
+
+
+def _watch_engine(server) -> None:
+    """When the engine thread dies, /ready and /health answer 503 for a few seconds (so probes
+    see it and open responses end), then the server exits; `serve` then exits 1."""
+    engine = server.state.engine
+    while not server.should_exit:
+        if engine.fatal is not None:
+            time.sleep(DEAD_GRACE)
+            server.should_exit = True
+            return
+        time.sleep(0.2)
 
 
 @app.command()

@@ -9,14 +9,21 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.requests import Request
 
-from opengemma.engine import EngineClosedError, GenerationRequest, QueueFullError, TokenEvent
+from opengemma.engine import (
+    EngineClosedError,
+    EngineDeadError,
+    GenerationRequest,
+    QueueFullError,
+    TokenEvent,
+)
 from opengemma.errors import InvalidRequestError
+from opengemma.generate import ContextLengthError, fit_lengths
 from opengemma.sampling import SamplingParams
 from opengemma.server.errors import APIError, bad_request
 from opengemma.server.schemas import ResponseFormat, _Sampling
@@ -37,9 +44,8 @@ def check_model(state: ServerState, model: str | None) -> None:
         )
 
 
-def sampling_params(body: _Sampling, seed_offset: int = 0) -> SamplingParams:
-    """SamplingParams of one choice (choice i of n uses seed + i, so choices differ)."""
-    seed = None if body.seed is None else (body.seed + seed_offset) % 2**64
+def sampling_params(body: _Sampling) -> SamplingParams:
+    """SamplingParams of an OpenAI-style body (choice i of n gets seed + i: see `plan`)."""
     # top_p below float32's resolution would also drop the most likely token (all -inf): any
     # top_p <= TOP_P_FLOOR keeps the most likely token only, so the floor changes nothing else
     top_p = max(body.top_p, TOP_P_FLOOR)
@@ -52,83 +58,101 @@ def sampling_params(body: _Sampling, seed_offset: int = 0) -> SamplingParams:
             repetition_penalty=body.repetition_penalty,
             presence_penalty=body.presence_penalty,
             frequency_penalty=body.frequency_penalty,
-            seed=seed,
+            seed=body.seed,
         )
     except InvalidRequestError as exc:
         raise bad_request(str(exc)) from None
 
 
-def budget(
-    state: ServerState, prompt_len: int, asked: int | None, default: int | None, param: str
-) -> int:
-    """Tokens to generate: `asked` if it fits the context (else 400), or the default, capped."""
-    context = state.context
-    if prompt_len == 0:
-        raise bad_request("the prompt is empty; give at least one token of text", "prompt")
-    if prompt_len >= context:
-        raise bad_request(
-            f"the prompt has {prompt_len} tokens but the model's context is "
-            f"{context}; shorten the prompt",
-            param,
-            "context_length_exceeded",
-        )
-    if asked is None:
-        return min(default or context, context - prompt_len)
-    if prompt_len + asked > context:
-        raise bad_request(
-            f"the prompt has {prompt_len} tokens and {param} is {asked}: {prompt_len + asked} > "
-            f"the model's context of {context}; lower {param} or shorten the prompt",
-            param,
-            "context_length_exceeded",
-        )
-    return asked
-
-
-def constraints(state: ServerState, fmt: ResponseFormat | None, n: int) -> list[Any]:
-    """One grammar constraint per choice (or Nones) for `response_format`."""
+def response_grammar(state: ServerState, fmt: ResponseFormat | None) -> Grammar | None:
+    """The grammar of an OpenAI `response_format` (None: free text)."""
     if fmt is None or fmt.type == "text":
-        return [None] * n
+        return None
     if fmt.type == "json_object":
-        return [state.json_grammar.constraint(None, "response_format") for _ in range(n)]
+        return json_grammar(state, None, "response_format")
     if fmt.json_schema is None:
         raise bad_request(
             "response_format of type json_schema needs a json_schema object",
             "response_format.json_schema",
         )
-    param = "response_format.json_schema.schema"
-    return [state.json_grammar.constraint(fmt.json_schema.schema_, param) for _ in range(n)]
+    return json_grammar(state, fmt.json_schema.schema_, "response_format.json_schema.schema")
 
 
-def plan(
-    state: ServerState,
-    body: _Sampling,
-    prompts: Sequence[Sequence[int]],
-    max_tokens: int | None,
-    default: int | None,
-    param: str,
-    logprobs: int | None,
-) -> list[GenerationRequest]:
+def json_grammar(state: ServerState, schema: dict | None, param: str) -> Grammar:
+    return lambda: state.json_grammar.constraint(schema, param)
+
+
+Grammar = Callable[[], Any]  # a fresh engine Constraint per choice
+
+
+@dataclass
+class Spec:
+    """What one HTTP request asks for, whatever API it came through: the single input of
+    `start`. Lengths in tokens; `max_tokens` None means `default_max_tokens` (or all that fit),
+    and an explicit `max_tokens` that does not fit is refused."""
+
+    prompts: list[list[int]]
+    params: SamplingParams
+    n: int = 1
+    max_tokens: int | None = None
+    default_max_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None
+    grammar: Grammar | None = None
+    guard_text: str = ""  # what --guard judges (the newest user turn, or the prompt)
+    prompt_param: str = "prompt"  # field names for error messages
+    max_tokens_param: str = "max_tokens"
+    special_text: bool = False
+
+
+def plan(state: ServerState, spec: Spec) -> list[GenerationRequest]:
     """Engine requests for every prompt x choice, in OpenAI's index order."""
-    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     deadline = time.monotonic() + state.config.request_timeout
     out = []
-    for ids in prompts:
-        n_tokens = budget(state, len(ids), max_tokens, default, param)
-        for i, constraint in enumerate(constraints(state, body.response_format, body.n)):
+    for ids in spec.prompts:
+        n_tokens = budget(state, spec, len(ids))
+        for i in range(spec.n):
+            seed = spec.params.seed
+            params = spec.params if seed is None else replace(spec.params, seed=(seed + i) % 2**64)
             out.append(
                 GenerationRequest(
                     list(ids),
                     n_tokens,
-                    sampling_params(body, i),
-                    stop,
+                    params,
+                    spec.stop,
                     None,
-                    logprobs,
-                    constraint,
+                    spec.logprobs,
+                    spec.grammar() if spec.grammar is not None else None,
                     deadline,
                     state.watermark,
+                    spec.special_text,
                 )
             )
     return out
+
+
+def budget(state: ServerState, spec: Spec, prompt_len: int) -> int:
+    """Tokens to generate (the shared length check, answered as HTTP 400)."""
+    asked = spec.max_tokens
+    if asked is None and spec.default_max_tokens is not None:
+        asked = min(spec.default_max_tokens, max(state.context - prompt_len, 1))
+    try:
+        return fit_lengths(
+            state.context, prompt_len, asked, spec.max_tokens is not None, spec.max_tokens_param
+        )
+    except ContextLengthError as exc:
+        raise bad_request(str(exc), spec.max_tokens_param, exc.code) from None
+    except InvalidRequestError as exc:
+        raise bad_request(str(exc), spec.prompt_param) from None
+
+
+async def start(state: ServerState, spec: Spec) -> Submitted:
+    """Guard the input, queue every generation, guard the output: the one path of every
+    generation route. Everything that can be refused is refused here, before any output."""
+    await check_input(state, spec.guard_text, spec.prompt_param)
+    sub = submit(state, plan(state, spec))
+    guard_output(state, sub, spec.guard_text)
+    return sub
 
 
 @dataclass
@@ -154,7 +178,7 @@ class Submitted:
             while left:
                 try:
                     index, event = await asyncio.wait_for(self.events.get(), timeout=0.5)
-                except TimeoutError:
+                except (TimeoutError, asyncio.TimeoutError):  # distinct types on Python 3.10
                     if request is not None and await request.is_disconnected():
                         return
                     continue
@@ -201,6 +225,9 @@ def submit(state: ServerState, requests: list[GenerationRequest]) -> Submitted:
                 loop.call_soon_threadsafe(sub.events.put_nowait, (index, event))
 
             sub.handles.append(state.engine.submit(req, sink))
+    except EngineDeadError as exc:
+        sub.abort()
+        raise APIError(503, str(exc), None, "engine_dead") from None
     except QueueFullError as exc:
         sub.abort()
         raise APIError(

@@ -17,14 +17,14 @@ from opengemma.errors import InvalidRequestError
 from opengemma.server.errors import bad_request, error_body
 from opengemma.server.generation import (
     Choice,
+    Spec,
     Submitted,
-    check_input,
     check_model,
     collect,
     final_error,
-    guard_output,
-    plan,
-    submit,
+    response_grammar,
+    sampling_params,
+    start,
     token_info,
     usage,
 )
@@ -67,6 +67,10 @@ def completion_prompts(state: ServerState, body: CompletionRequest) -> list[list
             )
         return [list(body.prompt)]
     return [tok.encode(p) if p else [] for p in body.prompt]
+
+
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
 
 
 def last_user_text(body: ChatCompletionRequest) -> str:
@@ -160,10 +164,17 @@ async def completions(body: CompletionRequest, request: Request):
     check_model(state, body.model)
     prompts = completion_prompts(state, body)
     prompt_text = "\n".join(state.lm.tokenizer.decode(p) for p in prompts)
-    await check_input(state, prompt_text, "prompt")
-    reqs = plan(state, body, prompts, body.max_tokens, None, "max_tokens", body.logprobs)
-    sub = submit(state, reqs)
-    guard_output(state, sub, prompt_text)
+    spec = Spec(
+        prompts,
+        sampling_params(body),
+        body.n,
+        body.max_tokens,
+        stop=stop_list(body.stop),
+        logprobs=body.logprobs,
+        grammar=response_grammar(state, body.response_format),
+        guard_text=prompt_text,
+    )
+    sub = await start(state, spec)
     prompt_tokens = sum(len(p) for p in prompts)
     base = {
         "id": f"cmpl-{uuid.uuid4().hex}",
@@ -201,13 +212,20 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     check_model(state, body.model)
     ids = chat_prompt(state, body)
     top = (body.top_logprobs or 0) if body.logprobs else None
-    asked = body.max_completion_tokens or body.max_tokens
-    param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-    user_text = last_user_text(body)
-    await check_input(state, user_text, "messages")
-    reqs = plan(state, body, [ids], asked, state.config.default_max_tokens, param, top)
-    sub = submit(state, reqs)
-    guard_output(state, sub, user_text)
+    spec = Spec(
+        [ids],
+        sampling_params(body),
+        body.n,
+        body.max_completion_tokens or body.max_tokens,
+        state.config.default_max_tokens,
+        stop_list(body.stop),
+        top,
+        response_grammar(state, body.response_format),
+        last_user_text(body),
+        "messages",
+        "max_completion_tokens" if body.max_completion_tokens else "max_tokens",
+    )
+    sub = await start(state, spec)
     base = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",

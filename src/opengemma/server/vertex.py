@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from opengemma.server.errors import APIError, bad_request, field_name
-from opengemma.server.generation import collect, plan, submit
-from opengemma.server.openai_routes import chat_completions
+from opengemma.server.generation import Spec, collect, sampling_params, start
+from opengemma.server.openai_routes import chat_completions, stop_list
 from opengemma.server.schemas import ChatCompletionRequest, CompletionRequest
 from opengemma.server.state import ServerState
 
@@ -49,8 +49,10 @@ async def _plain(state: ServerState, data: dict[str, Any], where: str, request: 
         raise bad_request(f"{where}.prompt must be a string", f"{where}.prompt")
     body = _parse(CompletionRequest, {"max_tokens": 256, **data, "stream": False, "n": 1}, where)
     ids = state.lm.tokenizer.encode(body.prompt) if body.prompt else []
-    reqs = plan(state, body, [ids], body.max_tokens, None, f"{where}.max_tokens", None)
-    choices = await collect(submit(state, reqs), request)
+    spec = Spec([ids], sampling_params(body), 1, body.max_tokens, stop=stop_list(body.stop),
+                guard_text=body.prompt, prompt_param=f"{where}.prompt",
+                max_tokens_param=f"{where}.max_tokens")  # fmt: skip
+    choices = await collect(await start(state, spec), request)
     text = "".join(choices[0].text)
     return text if raw else f"Prompt:\n{body.prompt}\nOutput:\n{text}"
 
