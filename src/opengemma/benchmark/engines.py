@@ -9,14 +9,13 @@ imported only here, only in their own child: `llama-cpp-python` and `transformer
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from opengemma.atomic import write_atomic
 from opengemma.errors import OpenGemmaError
 
 # opengemma-f32: opengemma's exact float32 path on the same file (the quality reference)
@@ -303,10 +302,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: a temporary file in the same folder, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1))
 
 
 def _child_main(job_path: str, out_path: str) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from opengemma.atomic import atomic_path, write_atomic
 from opengemma.benchmark.engines import BenchmarkError
 
 
@@ -154,9 +154,8 @@ def save_plot(doc: dict[str, Any], path: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
 
 
 def save_outputs(
@@ -170,8 +169,6 @@ def save_outputs(
         write_json(json_path, doc)
     if md_path:
         md_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = md_path.with_name(f".{md_path.name}.tmp")
-        tmp.write_text(to_markdown(doc), encoding="utf-8")
-        os.replace(tmp, md_path)
+        write_atomic(md_path, to_markdown(doc))
     if png_path:
         save_plot(doc, png_path)

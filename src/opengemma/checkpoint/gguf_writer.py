@@ -19,7 +19,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
 from opengemma.checkpoint.gguf_keys import LOCAL_BASE_KEY, QPAS_KEY
 from opengemma.checkpoint.keymap import is_norm, ours_to_gguf
 from opengemma.checkpoint.quantize import FILE_TYPE, quantize, storage_type
-from opengemma.checkpoint.writing import atomic_path
+from opengemma.checkpoint.writing import checked_atomic_path
 from opengemma.config import GemmaConfig
 
 # SentencePiece piece type -> gguf token type. llama.cpp's Gemma converter marks <unk> CONTROL
@@ -107,7 +107,7 @@ def write_gguf(
     Q8_0 or F16); 1-D tensors are F32. `tokenizer_proto` is a SentencePiece ModelProto.
     """
     plan = {n: storage_type(tuple(t.shape), qtype) for n, t in tensors.items()}
-    with atomic_path(dst, overwrite, is_dir=False) as out:
+    with checked_atomic_path(dst, overwrite, is_dir=False) as out:
         w = GGUFWriter(out, config.family)
         w.add_type("model")
         w.add_name(name or f"{config.family} ({config.num_layers} layers)")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from opengemma.checkpoint.keymap import ours_to_hf
-from opengemma.checkpoint.writing import atomic_path
+from opengemma.checkpoint.writing import checked_atomic_path
 from opengemma.config import GemmaConfig
 
 DEFAULT_SHARD_BYTES = 2 * 1000**3  # 2 GB per safetensors shard
@@ -100,7 +100,7 @@ def write_hf(
     from safetensors.torch import save_file
 
     hf_names = {name: ours_to_hf(name, config.sandwich_norm) for name in tensors}
-    with atomic_path(dst, overwrite, is_dir=True) as out:
+    with checked_atomic_path(dst, overwrite, is_dir=True) as out:
         groups = _shards(tensors, dtype, shard_bytes)
         weight_map, total = {}, 0
         for i, group in enumerate(groups):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from opengemma.atomic import AtomicPath
 from opengemma.errors import OpenGemmaError
 
 FORMATS = ("jsonl", "parquet", "csv", "txt")
@@ -175,27 +176,27 @@ def csv_header(path: Path) -> list[str]:
 
 
 class AtomicFile:
-    """A binary file written under a temporary name and renamed into place on `commit`."""
+    """A binary file written under a temporary name (opengemma.atomic) and renamed into place
+    on `commit`; `mode` is its final permissions (the temporary folder is private meanwhile)."""
 
     def __init__(self, path: Path, mode: int = 0o644) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            self._out = AtomicPath(path, mode=mode)
         except OSError as exc:
             raise ScrubError(f"cannot write {path}: {exc.strerror}") from None
-        self.fh: BinaryIO = os.fdopen(fd, "wb")
+        self.fh: BinaryIO = open(self._out.path, "wb")  # noqa: SIM115 (closed by commit/abort)
 
     def commit(self) -> None:
         self.fh.flush()
         os.fsync(self.fh.fileno())
         self.fh.close()
-        os.replace(self.tmp, self.path)
+        self._out.commit()
 
     def abort(self) -> None:
         if not self.fh.closed:
             self.fh.close()
-        self.tmp.unlink(missing_ok=True)
+        self._out.abort()
 
 
 class RecordWriter:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from opengemma.atomic import write_atomic
 from opengemma.commands._common import DTYPE_HELP, MODEL_HELP, cli_errors, eprint, load_model
 from opengemma.eval import EvalError
 
@@ -167,9 +168,7 @@ def _describe(path: str | None, dtype: str | None, quant: str, adapter: str | No
 def _write_json(path: Path, doc: dict) -> None:
     """Write JSON through a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(doc, indent=2, default=str))
 
 
 @app.command()

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from opengemma.atomic import atomic_path
 from opengemma.eval import EvalError
 from opengemma.eval.compare import Comparison
 
@@ -175,16 +173,9 @@ def write_report(c: Comparison, out_dir: str | Path, overwrite: bool = False) ->
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise EvalError(f"{out} exists and is not an empty folder; pass --overwrite or another -o")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_path(out, is_dir=True) as tmp:
         (tmp / "chart.svg").write_text(win_chart_svg(c), encoding="utf-8")
         (tmp / "scores.svg").write_text(scores_chart_svg(c), encoding="utf-8")
         (tmp / "results.json").write_text(json.dumps(results_json(c), indent=2), encoding="utf-8")
         (tmp / "index.html").write_text(render_html(c), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / "index.html"

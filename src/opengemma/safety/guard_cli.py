@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from opengemma.atomic import write_atomic
 from opengemma.commands._common import DTYPE_HELP, MODEL_HELP, cli_errors, eprint
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -48,16 +47,6 @@ def read_jsonl_requests(path: str) -> list[dict[str, Any]]:
     return records
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _print_table(verdict) -> None:

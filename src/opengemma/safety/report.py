@@ -16,11 +16,11 @@ import html
 import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from opengemma.atomic import write_atomic
 from opengemma.errors import OpenGemmaError
 
 WORST_EXAMPLES = 5  # rows per policy in the "worst examples" tables
@@ -121,17 +121,6 @@ def _histogram_png(records, name: str, threshold: float) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _clip(text: str, n: int = 400) -> str:
     return html.escape(text if len(text) <= n else text[:n] + " ...")
 
@@ -193,11 +182,11 @@ def write_report(
     images = {}
     for i, name in enumerate(names):
         images[name] = f"hist_{i:02d}_{name}.png"
-        _write_atomic(out / images[name], _histogram_png(records, name, guard.threshold))
+        write_atomic(out / images[name], _histogram_png(records, name, guard.threshold))
     meta = dict(meta or {})
     doc = {"meta": meta, "threshold": guard.threshold, "note": guard.note, "summary": summary,
            "records": list(records)}  # fmt: skip
-    _write_atomic(out / "report.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    write_atomic(out / "report.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
     page = _render_html(summary, records, images, meta, guard.threshold, guard.note)
-    _write_atomic(out / "report.html", page.encode("utf-8"))
+    write_atomic(out / "report.html", page.encode("utf-8"))
     return out / "report.html"

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import secrets
-import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 import torch
 
+from opengemma.atomic import write_atomic
 from opengemma.errors import OpenGemmaError
 
 __all__ = [
@@ -134,17 +134,7 @@ class WatermarkConfig:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the configuration as JSON (owner-readable only; temp file + rename)."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=2)
-                f.write("\n")
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n", mode=0o600)
 
 
 def keygen(depth: int = DEFAULT_DEPTH, **fields: Any) -> WatermarkConfig:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from opengemma.atomic import atomic_path
 from opengemma.errors import OpenGemmaError
 
 CONFIG_NAME = "adapter_config.json"
@@ -259,31 +258,11 @@ def save_adapter(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = adapter_state(model) if state is None else state
-    with _atomic(directory / WEIGHTS_NAME) as tmp:
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
-    with _atomic(directory / CONFIG_NAME) as tmp:
+    with atomic_path(directory / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps(peft_config(cfg, base_model), indent=2) + "\n")
     return directory
-
-
-class _atomic:
-    """Context manager yielding a temp path next to `path`, renamed onto it on success."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Path:
-        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
-            os.chmod(self.tmp, 0o644)  # mkstemp creates 0600
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def read_adapter_config(directory: str | Path) -> LoRAConfig:

@@ -11,6 +11,8 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from opengemma.atomic import write_atomic
+
 W, H, MARGIN = 640, 360, 40
 BLUE, ORANGE, GREY, BLACK = (31, 119, 180), (255, 127, 14), (200, 200, 200), (0, 0, 0)
 # 3x5 glyphs, rows top to bottom, 3 bits per row
@@ -103,7 +105,4 @@ def plot_losses(
         c.text(2, 10, f"{hi:.2f}"[:5], 1)
         c.text(2, H - MARGIN - 5, f"{lo:.2f}"[:5], 1)
         c.text(W - 40, H - MARGIN + 8, str(last))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(c.png())
-    tmp.replace(path)
-    return path
+    return write_atomic(path, c.png())
