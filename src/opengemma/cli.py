@@ -14,6 +14,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "run": ("opengemma.commands.run", "app", "Complete a prompt, streaming the continuation."),
     "chat": ("opengemma.commands.chat", "app", "Multi-turn chat with the Gemma turn template."),
     "info": ("opengemma.commands.info", "app", "Show a model's config and tensor inventory."),
+    "build-kernels": ("opengemma.commands.build_kernels", "app",
+                      "Compile the native CPU kernel variants ahead of time."),
     "scrub": ("opengemma.data.cli", "app", "Scrub personal data and secrets from corpora."),
     "convert": ("opengemma.checkpoint.convert_cli", "app", "Convert between GGUF and HF formats."),
     "pull": ("opengemma.checkpoint.hub_cli", "pull_app", "Fetch a model from the Hugging Face Hub"),

@@ -17,8 +17,13 @@ def info(
     model: str = typer.Argument(None, help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     tensors: bool = typer.Option(False, "--tensors", help="List every tensor."),
+    system: bool = typer.Option(
+        False, "--system", help="Show this CPU's features and the native kernel variant it runs."
+    ),
 ) -> None:
     """Show MODEL's configuration, tensor types and size without building the model."""
+    if system:
+        return _system(as_json)
     import torch
 
     from opengemma.api import default_model_path
@@ -64,3 +69,22 @@ def info(
         for name, kind, shape, nbytes in ckpt.info["tensors"]:
             listing.add_row(name, kind, "x".join(map(str, shape)), human_size(nbytes))
         console.print(listing)
+
+
+def _system(as_json: bool) -> None:
+    from opengemma.kernels import system_info
+
+    report = system_info()
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    kernel = report["kernel"]
+    print(f"machine: {report['machine']}  cpu: {report['cpu']}")
+    print(f"cpu features: {' '.join(report['features']) or '(none detected)'}")
+    if report["features_masked"]:
+        print(f"masked by OPENGEMMA_CPU_FEATURES: {' '.join(report['features_masked'])}")
+    print(f"kernel variants this cpu runs: {', '.join(report['runnable_variants'])}")
+    if kernel["variant"]:
+        print(f"kernel variant: {kernel['variant']} ({kernel['source']}: {kernel['path']})")
+    else:
+        print(f"kernel variant: none, PyTorch fallbacks ({kernel['reason']})")

@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <immintrin.h>
+#include "portable.h"
 
 /* q8.c */
 void q8_quantize(const float *x, int8_t *xq, float *xs, long rows, long K);

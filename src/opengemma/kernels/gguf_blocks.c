@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include <immintrin.h>
+#include "portable.h"
 
 #pragma GCC optimize("fp-contract=off")
 
@@ -43,20 +43,8 @@ static void block_size(int type, long *bs, long *ts) {
 
 static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
-static inline float bits_f32(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* IEEE half -> float exactly as numpy: subnormals exact, NaN payloads kept (not quieted) */
-static inline float f16(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7fffu;
-    if (em >= 0x7c00u) return bits_f32(sign | 0x7f800000u | (em & 0x3ffu) << 13);
-    if (em >= 0x0400u) return bits_f32(sign | (em + ((127 - 15) << 10)) << 13);
-    const float mag = (float)em * 0x1p-24f; /* subnormal or zero: exact */
-    return sign ? -mag : mag;
-}
+#define bits_f32 og_bits_f32
+#define f16 og_f16_exact
 
 static inline float f16p(const uint8_t *p) { return f16(le16(p)); }
 

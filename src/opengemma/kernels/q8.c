@@ -1,4 +1,4 @@
-/* Int8 block kernels for CPU inference (compiled on the user's machine with -march=native).
+/* Int8 block kernels for CPU inference, built per CPU variant (see kernels/build.py).
  *
  * Weights are GGUF Q8_0 blocks, as llama.cpp stores them: per 32 weights a float16 scale d and
  * 32 int8 values q (34 bytes; weight = d * q), row after row. A Q8_0 file's matrices are used as
@@ -7,12 +7,22 @@
  *
  * Also here: int8 values with separate float32 scales (q8_quantize / q8_dequantize), the
  * activation format and the frozen int8 base of QLoRA training.
+ *
+ * Every variant gives the same bits: the portable build (no AVX2) computes the same eight int32
+ * lanes per block, the same fused multiply-adds into the same four accumulators and sums them in
+ * the order of the vector code's horizontal sum.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <immintrin.h>
+#include "portable.h"
+
+/* the variant this library was built as (checked by the loader against its manifest) */
+#ifndef OG_VARIANT
+#define OG_VARIANT "unnamed"
+#endif
+const char *og_kernel_variant(void) { return OG_VARIANT; }
 
 #define QK 32
 #define BLOCK_BYTES 34
@@ -46,7 +56,7 @@ void q8_dequantize(const int8_t *w, const float *ws, float *out, long N, long K,
 static inline float f16_load(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
+    return og_f16_to_f32(h);
 }
 
 /* rounding half away from zero, as llama.cpp's and the gguf package's Q8_0 quantizers */
@@ -66,7 +76,7 @@ void q8_0_quantize(const float *x, uint8_t *out, long rows, long K) {
             float amax = 0.0f;
             for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(v[i]));
             float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-            uint16_t h = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+            uint16_t h = og_f32_to_f16(d);
             memcpy(blk, &h, 2);
             for (int i = 0; i < QK; i++) blk[2 + i] = (uint8_t)(int8_t)round_away(v[i] * id);
         }
@@ -118,6 +128,7 @@ void q8_0_gather(const uint8_t *w, const int64_t *ids, float *out, long n_ids, l
         }
 }
 
+#ifdef __AVX2__
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -186,6 +197,45 @@ static void gemv_rows(const uint8_t *xu, const float *xs, const uint8_t *w, floa
 }
 #endif
 
+#else /* portable: the vector code's arithmetic, lane by lane */
+
+/* one block as the eight int32 lanes of dot32: lane l sums bytes 4l..4l+3 of |x| * (w signed
+ * by x), the operands of the vector code's unsigned-by-signed byte products */
+static inline void dot32_lanes(const uint8_t *w, const int8_t *x, int32_t lanes[8]) {
+    for (int l = 0; l < 8; l++) {
+        int32_t s = 0;
+        for (int i = 4 * l; i < 4 * l + 4; i++) {
+            int8_t wi = (int8_t)w[i];
+            uint8_t ax = (uint8_t)(x[i] < 0 ? -x[i] : x[i]);
+            int8_t sw = x[i] < 0 ? (int8_t)(uint8_t)(-(int)(uint8_t)wi) : x[i] ? wi : 0;
+            s += (int32_t)ax * sw;
+        }
+        lanes[l] = s;
+    }
+}
+
+/* the sum of eight lanes in the order of hsum256 */
+static inline float hsum8(const float v[8]) {
+    float s0 = v[0] + v[4], s1 = v[1] + v[5], s2 = v[2] + v[6], s3 = v[3] + v[7];
+    return (s0 + s2) + (s1 + s3);
+}
+
+/* one activation row against one weight row: the four accumulators of the vector loop */
+static float row_dot(const uint8_t *wr, const int8_t *xr, const float *xsr, long nb) {
+    float acc[4][8] = {{0}};
+    int32_t lanes[8];
+    for (long j = 0; j < nb; j++) {
+        int a = j < nb - nb % 4 ? (int)(j & 3) : 0;
+        dot32_lanes(wr + j * BLOCK_BYTES + 2, xr + j * QK, lanes);
+        float scale = f16_load(wr + j * BLOCK_BYTES) * xsr[j];
+        for (int l = 0; l < 8; l++) acc[a][l] = fmaf((float)lanes[l], scale, acc[a][l]);
+    }
+    float t[8];
+    for (int l = 0; l < 8; l++) t[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    return hsum8(t);
+}
+#endif /* __AVX2__ */
+
 /* out[b, n] = sum_k x[b, k] * w[n, k] for B activation rows (B small: decoding). Each weight
  * row is read once, front to back (scales inline: one stream for the prefetcher), into four
  * accumulators (independent chains hide the FMA latency). */
@@ -209,6 +259,7 @@ void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, 
         for (long b = 0; b < B; b++) {
             const int8_t *xr = xq + b * K;
             const float *xsr = xs + b * nb;
+#ifdef __AVX2__
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             long j = 0;
             for (; j + 4 <= nb; j += 4) {
@@ -219,6 +270,9 @@ void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, 
             }
             for (; j < nb; j++) STEP(a0, j);
             out[b * N + n] = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#else
+            out[b * N + n] = row_dot(wr, xr, xsr, nb);
+#endif
         }
     }
 }
