@@ -166,6 +166,30 @@ class LM:
     ) -> str:
         return "".join(self.chat_stream(messages, max_tokens, **kwargs))
 
+    def embed(
+        self,
+        texts: str | Sequence[str],
+        dimensions: int | None = None,
+        task: str | None = None,
+        pooling: str | None = None,
+        truncate: bool = True,
+    ):
+        """Sentence embeddings, float32: (n, dim) for a list, (dim,) for one string.
+
+        EmbeddingGemma (bidirectional decoder + sentence-transformers head) embeds as trained;
+        a causal Gemma gives its final hidden states pooled (`pooling` "mean", the default, or
+        "lasttoken") and L2-normalised: usable, but not a trained embedding model.
+        `dimensions`: Matryoshka truncation (re-normalised). `task`: a prompt name ("query",
+        "document", ...). See opengemma.embed.
+        """
+        from opengemma.embed import Embedder
+
+        embedders = self.__dict__.setdefault("_embedders", {})
+        if pooling not in embedders:
+            embedders[pooling] = Embedder(self, pooling=pooling)
+        return embedders[pooling].embed(texts, dimensions, task, truncate)
+
+
 
 def load(
     model: str | Path | None = None,
