@@ -21,7 +21,7 @@ import torch
 
 CHILD = r"""
 import json, sys, time, torch
-from opengemma.api import build_model
+from opengemma.build import build_model
 from opengemma.checkpoint import load_checkpoint
 import opengemma.model, gguf, safetensors  # imports count in the baseline, not the load
 def status_mb(key):  # VmHWM is reset at exec (getrusage's ru_maxrss is inherited from the parent)

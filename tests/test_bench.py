@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from opengemma.benchmark import DEFAULT_TEXT, weight_bytes
+from opengemma.benchmark import DEFAULT_TEXT
 from opengemma.benchmark.harness import prepare_inputs, spawn
+from opengemma.build import weight_bytes
 from opengemma.cli import main
 
 PROMPT, DECODE, WINDOW = 24, 4, 32

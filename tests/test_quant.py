@@ -14,6 +14,7 @@ from gguf.quants import quantize as gguf_quantize
 from torch import nn
 
 import opengemma.quant as quant
+from opengemma.build import weight_bytes
 from opengemma.quant import (
     Q8Embedding,
     Q8Linear,
@@ -131,7 +132,7 @@ def test_quantized_embedded_model_stays_close(lm):
 
     fast = opengemma.load()
     assert fast.quant == "q8"
-    assert quant.weight_bytes(fast.model) < 0.35 * quant.weight_bytes(lm.model)
+    assert weight_bytes(fast.model) < 0.35 * weight_bytes(lm.model)
     text = (
         "The history of astronomy is long. Ancient people watched the sky to keep calendars, "
         "to navigate the seas and to tell stories about the gods. Later, telescopes revealed "

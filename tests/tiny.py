@@ -68,7 +68,7 @@ def save_reference(model, path: Path, max_shard_size: str | None = None) -> Path
 
 def ours_from_dir(path: Path, dtype=torch.float32):
     """Load a checkpoint directory through the production loader (no tokenizer needed)."""
-    from opengemma.api import build_model
+    from opengemma.build import build_model
     from opengemma.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path, dtype)

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from opengemma.build import build_model, build_tokenizer, merge_adapter
 from opengemma.chat import chat_prompt_ids
-from opengemma.checkpoint import Checkpoint, check_coverage, load_checkpoint
+from opengemma.checkpoint import load_checkpoint
 from opengemma.config import GemmaConfig
 from opengemma.errors import InvalidRequestError, ModelLoadError
 from opengemma.generate import GenerationChunk, stream_generate
@@ -49,43 +50,6 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
             stacklevel=3,
         )
     return DTYPES[dtype]
-
-
-def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device) -> GemmaModel:
-    """Build on `meta` (no allocation), check key/shape coverage, then adopt the tensors
-    (matrices the checkpoint holds as int8 blocks become opengemma.quant layers)."""
-    with torch.device("meta"):
-        model = GemmaModel(ckpt.config)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    from opengemma.quant import block_shape
-
-    shapes = {**ckpt.tensors, **{k: block_shape(b) for k, b in ckpt.quantized.items()}}
-    check_coverage(shapes, expected, ckpt.path)
-    tensors = {k: v.to(device=device, dtype=dtype) for k, v in ckpt.tensors.items()}
-    if ckpt.quantized:
-        from opengemma.quant import quantize_model
-
-        quantize_model(model, ckpt.quantized, dtype)
-        # the int8 buffers are in place already; everything else comes from the checkpoint
-        tensors.update({k: v for k, v in model.state_dict().items() if k not in expected})
-    model.load_state_dict(tensors, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
-
-
-def build_tokenizer(ckpt: Checkpoint):
-    if ckpt.tokenizer is not None:  # built by the loader
-        return ckpt.tokenizer
-    from opengemma.tokenizer import Tokenizer
-
-    src = ckpt.tokenizer_source
-    if src is None:
-        raise ModelLoadError(
-            f"{ckpt.path} has no tokenizer.model; copy the checkpoint's SentencePiece "
-            "tokenizer.model next to config.json"
-        )
-    if isinstance(src, (str, Path)):
-        return Tokenizer.from_file(src)
-    return Tokenizer.from_gguf(src)
 
 
 class LM:
@@ -190,7 +154,6 @@ class LM:
         return embedders[pooling].embed(texts, dimensions, task, truncate)
 
 
-
 def load(
     model: str | Path | None = None,
     dtype: str | torch.dtype | None = None,
@@ -231,11 +194,7 @@ def load(
     tokenizer = build_tokenizer(ckpt)
     net = build_model(ckpt, torch_dtype, device)
     if adapter is not None:
-        from opengemma.tune.lora import load_adapter, unload
-
-        load_adapter(net, adapter, merge_weights=True)
-        unload(net, keep_merged=True)
-        net.requires_grad_(False)
+        merge_adapter(net, adapter)
     if ckpt.quantized:
         quant = "q8"
     elif quant == "auto":

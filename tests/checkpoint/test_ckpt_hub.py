@@ -37,7 +37,7 @@ def test_ckpt_loads_with_identical_logits(family, reference, tmp_path):
     torch.save({"model_state_dict": _gemma_pytorch_state(ref)}, path)
     config = load_checkpoint(src).config
     ckpt = load_checkpoint(path, torch.float32, variant=config)
-    from opengemma.api import build_model
+    from opengemma.build import build_model
 
     model = build_model(ckpt, torch.float32, "cpu")
     ids = random_ids(20)

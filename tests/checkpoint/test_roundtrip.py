@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from opengemma.api import build_model
+from opengemma.build import build_model
 from opengemma.checkpoint import load_checkpoint
 from opengemma.checkpoint.convert import convert
 from opengemma.cli import main

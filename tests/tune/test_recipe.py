@@ -244,3 +244,25 @@ def test_ctrl_c_checkpoints_at_a_step_boundary(tiny_dir, data, tmp_path):
     assert 2 <= state["step"] < 400 and steps == list(range(1, state["step"] + 1))
     assert f"stopped after step {state['step']} of 400" in err
     assert not (out / WEIGHTS).exists()  # the final adapter only comes with the finished run
+
+
+def test_quantize_base_adopts_int8_layers_by_type_not_name():
+    """quantize_base takes a real Q8Linear over as is; a look-alike class of the same name is
+    not one (the check is isinstance, not the class name)."""
+    from opengemma.quant import Q8Linear, split_q8_0
+    from opengemma.tune.qbase import quantize_base
+
+    class Block(torch.nn.Module):
+        def __init__(self, proj):
+            super().__init__()
+            self.q_proj = proj
+
+    q8 = Q8Linear.from_linear(torch.nn.Linear(64, 32, bias=False))
+    block = Block(q8)
+    assert quantize_base(block, bits=4) == 1
+    assert isinstance(block.q_proj, FrozenQuantLinear) and block.q_proj.bits == 8
+    assert torch.equal(block.q_proj.codes, split_q8_0(q8.blocks)[0])
+
+    fake = type("Q8Linear", (torch.nn.Module,), {})()
+    with pytest.raises(AdapterError, match="no q_proj"):
+        quantize_base(Block(fake))

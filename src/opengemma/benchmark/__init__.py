@@ -18,7 +18,8 @@ from typing import Any
 
 import typer
 
-from opengemma.benchmark.engines import ENGINES, BenchmarkError, weight_bytes
+from opengemma.benchmark.engines import ENGINES, BenchmarkError
+from opengemma.build import weight_bytes
 
 __all__ = ["app", "BenchmarkError", "weight_bytes", "DEFAULT_TEXT"]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from opengemma.atomic import write_atomic
+from opengemma.build import weight_bytes
 from opengemma.errors import OpenGemmaError
 
 # opengemma-f32: opengemma's exact float32 path on the same file (the quality reference)
@@ -24,20 +25,6 @@ ENGINES = ("opengemma", "opengemma-f32", "llama.cpp", "transformers")
 
 class BenchmarkError(OpenGemmaError):
     """A benchmark cannot run as asked (missing input, bad option, no engine left)."""
-
-
-def weight_bytes(module: Any) -> int:
-    """Bytes of memory held by a torch module's parameters and buffers, each storage counted
-    once (a tied embedding / output projection is one storage). This is what one decode step
-    reads when every weight is used once per token."""
-    seen: dict[int, int] = {}
-    for t in [*module.parameters(), *module.buffers()]:
-        try:
-            storage = t.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-        except (RuntimeError, NotImplementedError):  # tensor subclasses without one storage
-            seen[id(t)] = t.numel() * t.element_size()
-    return sum(seen.values())
 
 
 def measure_bandwidth(threads: int, mib: int = 1024, repeats: int = 5) -> dict[str, Any]:

@@ -26,19 +26,16 @@ def _tokenizer_proto(ckpt):
     """The source's SentencePiece ModelProto, or None when it has no tokenizer."""
     if ckpt.tokenizer_source is None:
         return None
-    from opengemma.api import build_tokenizer
+    from opengemma.build import build_tokenizer
 
     return build_tokenizer(ckpt).model_proto
 
 
 def _merged(ckpt, adapter: str | Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors with a LoRA adapter folded in (merged in float32)."""
-    from opengemma.api import build_model
-    from opengemma.tune.lora import load_adapter, unload
+    from opengemma.build import build_model, merge_adapter
 
-    model = build_model(ckpt, torch.float32, "cpu")
-    load_adapter(model, adapter, merge_weights=True)
-    unload(model, keep_merged=True)
+    model = merge_adapter(build_model(ckpt, torch.float32, "cpu"), adapter)
     return {name: t.detach().to(dtype) for name, t in model.state_dict().items()}
 
 

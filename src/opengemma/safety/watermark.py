@@ -375,26 +375,10 @@ def stream(
     stop: Sequence[str] | str | None = None,
     **sampling: Any,
 ) -> Iterator:
-    """Like `lm.stream`, with the watermark applied after every other logits processor.
-    `sampling` are SamplingParams fields; watermarking needs sampling (temperature > 0)."""
-    from opengemma.errors import InvalidRequestError
-    from opengemma.generate import stream_generate
-    from opengemma.sampling import Sampler, SamplingParams
-
-    params = SamplingParams(**sampling)
-    if params.greedy:
-        raise InvalidRequestError(
-            "watermarking needs sampling: set temperature > 0 (e.g. 1.0 with top_k 40)"
-        )
-    if isinstance(prompt, str):
-        if not prompt:
-            raise InvalidRequestError("the prompt is empty; give some text to continue")
-        ids = lm.tokenizer.encode(prompt)
-    else:
-        ids = list(prompt)
-    sampler = Sampler(params, extra=[WatermarkProcessor(cfg)], prompt_len=len(ids))
-    stops = [stop] if isinstance(stop, str) else list(stop or ())
-    return stream_generate(lm.model, lm.tokenizer, ids, sampler, max_tokens, stops, lm.stop_ids)
+    """`lm.stream(..., watermark=cfg)`: the watermark applied after every other logits
+    processor. `sampling` are SamplingParams fields; watermarking needs sampling (temperature
+    > 0)."""
+    return lm.stream(prompt, max_tokens, stop=stop, watermark=cfg, **sampling)
 
 
 def generate(lm, prompt: str | Sequence[int], cfg: WatermarkConfig, max_tokens: int = 256,

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opengemma.quant import Q8Linear
 from opengemma.tune.lora import AdapterError
 
 QK = 32  # weights per int8 scale (opengemma.quant's block size)
@@ -128,7 +129,7 @@ def quantize_base(model: nn.Module, bits: int = 4, group_size: int = 64) -> int:
     n = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if name in LINEAR_NAMES and type(child).__name__ == "Q8Linear":
+            if name in LINEAR_NAMES and isinstance(child, Q8Linear):
                 setattr(module, name, FrozenQuantLinear.from_q8(child))
                 n += 1
             elif name in LINEAR_NAMES and isinstance(child, nn.Linear):
@@ -144,19 +145,11 @@ def quantize_base(model: nn.Module, bits: int = 4, group_size: int = 64) -> int:
 def check_differentiable(model: nn.Module) -> None:
     """Refuse a model loaded with `opengemma.quant`'s int8 inference kernels: they give no
     gradients (its tied output projection in particular), so nothing before them could train."""
-    try:
-        from opengemma.quant import Q8Embedding, Q8Linear
-    except ImportError:
-        return
+    from opengemma.quant import Q8Embedding
+
     if any(isinstance(m, (Q8Embedding, Q8Linear)) for m in model.modules()):
         raise AdapterError(
             "this model was loaded with int8 inference kernels (quant='q8'), which give no "
             "gradients; load it with quant='none' (opengemma.load(..., quant='none')) to "
             "fine-tune, and add --qlora for a quantized frozen base"
         )
-
-
-def base_bytes(model: nn.Module) -> int:
-    """Bytes held by parameters and buffers (the frozen base dominates)."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
