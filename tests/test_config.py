@@ -8,7 +8,8 @@ from opengemma.config import PRESETS, GemmaConfig
 from opengemma.errors import ConfigError
 
 NAMES = ["gemma-2b", "gemma-7b", "gemma2-2b", "gemma2-9b", "gemma2-27b", "gemma3-270m",
-         "gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b"]  # fmt: skip
+         "gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b", "gemma4-e2b", "gemma4-e4b",
+         "gemma4-26b-a4b", "gemma4-31b"]  # fmt: skip
 
 
 def test_all_presets_present():

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from opengemma.errors import ConfigError
 
-Family = Literal["gemma", "gemma2", "gemma3"]
+Family = Literal["gemma", "gemma2", "gemma3", "gemma4"]
 LayerKind = Literal["sliding", "global"]
 
 
@@ -58,6 +58,22 @@ class GemmaConfig:
     # the keys within sliding_window // 2 positions on either side (transformers' and llama.cpp's
     # symmetric window); the model then has no causal order and no KV cache
     use_bidirectional_attention: bool = False
+    # ---- Gemma 4 (each off by default; https://huggingface.co/google/gemma-4-E2B-it and the
+    # transformers Gemma4TextConfig). The model reads these fields, never the family.
+    norm_offset: float = 1.0  # RMSNorm scales by (norm_offset + w): Gemma 1-3 store w - 1, 4 w
+    v_norm: bool = False  # RMSNorm without a weight on each value head (Gemma 4)
+    global_head_dim: int | None = None  # head width of global layers (None: head_dim)
+    num_global_kv_heads: int | None = None  # key/value heads of global layers (None: num_kv_heads)
+    attention_k_eq_v: bool = False  # global layers reuse the key projection as values
+    rope_partial_factor: float = 1.0  # share of a global head rotated by RoPE ("proportional")
+    hidden_size_per_layer_input: int = 0  # per-layer embedding (PLE) width; 0 = no PLE
+    vocab_size_per_layer_input: int = 0  # rows of the packed PLE table
+    num_kv_shared_layers: int = 0  # the last N layers reuse K/V of the last layer of their kind
+    double_wide_mlp: bool = False  # KV-shared layers have an MLP twice as wide
+    layer_scalar: bool = False  # each block's output is multiplied by a stored scalar
+    num_experts: int = 0  # mixture-of-experts block beside the MLP when > 0
+    top_k_experts: int = 0  # experts routed per token
+    moe_intermediate_size: int = 0  # hidden width of each expert
 
     def __post_init__(self) -> None:
         if len(self.layer_types) != self.num_layers:
@@ -68,11 +84,59 @@ class GemmaConfig:
             raise ConfigError(f"layer_types must be 'sliding' or 'global', got {self.layer_types}")
         if "sliding" in self.layer_types and not self.sliding_window:
             raise ConfigError("sliding layers need a positive sliding_window")
-        if self.num_heads % self.num_kv_heads:
+        for i in range(self.num_layers):
+            kv = self.layer_kv_heads(i)
+            if kv < 1 or self.num_heads % kv:
+                raise ConfigError(
+                    f"num_heads ({self.num_heads}) must be a multiple of the key/value heads "
+                    f"of layer {i} ({kv})"
+                )
+        if not 0 <= self.num_kv_shared_layers < self.num_layers:
             raise ConfigError(
-                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
-                f"({self.num_kv_heads})"
+                f"num_kv_shared_layers is {self.num_kv_shared_layers}; it must leave at least "
+                f"one of the {self.num_layers} layers computing its own keys and values"
             )
+        first = self.num_layers - self.num_kv_shared_layers
+        missing = set(self.layer_types[first:]) - set(self.layer_types[:first])
+        if missing:
+            raise ConfigError(
+                f"KV-shared layers of kind {sorted(missing)} have no earlier layer of that kind "
+                "to take keys and values from"
+            )
+        if self.num_experts and not 0 < self.top_k_experts <= self.num_experts:
+            raise ConfigError(
+                f"top_k_experts is {self.top_k_experts}; it must be 1..num_experts "
+                f"({self.num_experts})"
+            )
+        if not 0.0 <= self.rope_partial_factor <= 1.0:
+            raise ConfigError(f"rope_partial_factor {self.rope_partial_factor} is not in [0, 1]")
+
+    # ---- per-layer shapes (Gemma 4 gives global layers their own; otherwise all equal)
+
+    def layer_head_dim(self, i: int) -> int:
+        if self.layer_types[i] == "global" and self.global_head_dim:
+            return self.global_head_dim
+        return self.head_dim
+
+    def layer_kv_heads(self, i: int) -> int:
+        if self.layer_types[i] == "global" and self.num_global_kv_heads:
+            return self.num_global_kv_heads
+        return self.num_kv_heads
+
+    def layer_k_eq_v(self, i: int) -> bool:
+        return self.attention_k_eq_v and self.layer_types[i] == "global"
+
+    def kv_source(self, i: int) -> int:
+        """The layer whose keys/values layer i attends over: itself, or for the last
+        `num_kv_shared_layers` layers the last earlier non-shared layer of the same kind."""
+        first = self.num_layers - self.num_kv_shared_layers
+        if i < first:
+            return i
+        return max(j for j in range(first) if self.layer_types[j] == self.layer_types[i])
+
+    def layer_intermediate(self, i: int) -> int:
+        wide = self.double_wide_mlp and self.kv_source(i) != i
+        return self.intermediate_size * (2 if wide else 1)
 
     def replace(self, **changes: Any) -> GemmaConfig:
         return dataclasses.replace(self, **changes)
@@ -144,6 +208,24 @@ def _gemma3(hidden: int, inter: int, layers: int, heads: int, kv: int, hd: int, 
     )  # fmt: skip
 
 
+def _gemma4(hidden: int, inter: int, layers: int, heads: int, kv: int, global_kv: int | None,
+            window: int, period: int, ctx: int, ple: int = 0, shared: int = 0,
+            wide: bool = False, experts: tuple[int, int, int] = (0, 0, 0)):  # fmt: skip
+    return GemmaConfig(
+        family="gemma4", vocab_size=262_144, hidden_size=hidden, intermediate_size=inter,
+        num_layers=layers, num_heads=heads, num_kv_heads=kv, head_dim=256,
+        query_pre_attn_scalar=1.0, layer_types=_alternating(layers, period),
+        sliding_window=window, rope_theta=1_000_000.0, rope_local_theta=10_000.0,
+        final_logit_softcap=30.0, qk_norm=True, sandwich_norm=True,
+        max_position_embeddings=ctx, norm_offset=0.0, v_norm=True, global_head_dim=512,
+        num_global_kv_heads=global_kv, attention_k_eq_v=global_kv is not None,
+        rope_partial_factor=0.25, hidden_size_per_layer_input=ple,
+        vocab_size_per_layer_input=262_144 if ple else 0, num_kv_shared_layers=shared,
+        double_wide_mlp=wide, layer_scalar=True, num_experts=experts[0],
+        top_k_experts=experts[1], moe_intermediate_size=experts[2],
+    )  # fmt: skip
+
+
 PRESETS: dict[str, GemmaConfig] = {
     "gemma-2b": _gemma1(2048, 16384, 18, 8, 1),
     "gemma-7b": _gemma1(3072, 24576, 28, 16, 16),
@@ -156,6 +238,13 @@ PRESETS: dict[str, GemmaConfig] = {
     "gemma3-4b": _gemma3(2560, 10240, 34, 8, 4, 256, 256, 1024, 8.0, 131072),
     "gemma3-12b": _gemma3(3840, 15360, 48, 16, 8, 256, 256, 1024, 8.0, 131072),
     "gemma3-27b": _gemma3(5376, 21504, 62, 32, 16, 128, 168, 1024, 8.0, 131072),
+    # Gemma 4 text decoders (the `text_config` of https://huggingface.co/google/gemma-4-E2B-it,
+    # -E4B-it, -26B-A4B-it, -31B-it): E2B has 4 sliding layers per global one, the others 5.
+    "gemma4-e2b": _gemma4(1536, 6144, 35, 8, 1, None, 512, 5, 131072, 256, 20, wide=True),
+    "gemma4-e4b": _gemma4(2560, 10240, 42, 8, 2, None, 512, 6, 131072, 256, 18),
+    "gemma4-26b-a4b": _gemma4(2816, 2112, 30, 16, 8, 2, 1024, 6, 262144,
+                              experts=(128, 8, 704)),  # fmt: skip
+    "gemma4-31b": _gemma4(5376, 21504, 60, 32, 16, 4, 1024, 6, 262144),
 }
 
 
@@ -181,7 +270,8 @@ def _read_json(source: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
 
 
-_HF_FAMILY = {"gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gemma3": "gemma3"}
+_HF_FAMILY = {"gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gemma3": "gemma3",
+              "gemma4_text": "gemma4", "gemma4": "gemma4"}  # fmt: skip
 
 
 def _hf_layer_types(d: dict[str, Any], family: str, n: int) -> tuple[LayerKind, ...]:
@@ -196,7 +286,8 @@ def _hf_layer_types(d: dict[str, Any], family: str, n: int) -> tuple[LayerKind, 
     if family == "gemma2":
         return _alternating(n, 2)
     pattern = d.get("sliding_window_pattern") or d.get("_sliding_window_pattern") or 6
-    return _alternating(n, int(pattern))
+    kinds = _alternating(n, int(pattern))
+    return kinds[:-1] + ("global",) if family == "gemma4" else kinds  # Gemma 4 ends global
 
 
 def _hf_rope(d: dict[str, Any], family: str) -> tuple[float, float, float]:
@@ -221,8 +312,8 @@ def _hf_rope(d: dict[str, Any], family: str) -> tuple[float, float, float]:
 
 
 def _from_hf(d: dict[str, Any]) -> GemmaConfig:
-    if d.get("model_type") == "gemma3" and "text_config" in d:
-        d = {**d["text_config"], "model_type": "gemma3_text"}
+    if d.get("model_type") in ("gemma3", "gemma4") and "text_config" in d:
+        d = {**d["text_config"], "model_type": d["model_type"] + "_text"}
     family = _HF_FAMILY.get(d.get("model_type", ""))
     if family is None:
         raise ConfigError(
@@ -234,7 +325,7 @@ def _from_hf(d: dict[str, Any]) -> GemmaConfig:
         theta, local_theta, scaling = _hf_rope(d, family)
         head_dim = d.get("head_dim") or hidden // heads
         layer_types = _hf_layer_types(d, family, n)
-        return GemmaConfig(
+        base = GemmaConfig(
             family=family, vocab_size=d["vocab_size"], hidden_size=hidden,
             intermediate_size=d["intermediate_size"], num_layers=n, num_heads=heads,
             num_kv_heads=d.get("num_key_value_heads", heads), head_dim=head_dim,
@@ -244,7 +335,7 @@ def _from_hf(d: dict[str, Any]) -> GemmaConfig:
             rope_theta=theta, rope_local_theta=local_theta, rope_scaling=scaling,
             attn_logit_softcap=d.get("attn_logit_softcapping"),
             final_logit_softcap=d.get("final_logit_softcapping"),
-            qk_norm=family == "gemma3", sandwich_norm=family != "gemma",
+            qk_norm=family in ("gemma3", "gemma4"), sandwich_norm=family != "gemma",
             rms_norm_eps=d.get("rms_norm_eps", 1e-6),
             max_position_embeddings=d.get("max_position_embeddings", 8192),
             tie_word_embeddings=d.get("tie_word_embeddings", True),
@@ -253,8 +344,44 @@ def _from_hf(d: dict[str, Any]) -> GemmaConfig:
             pad_token_id=_first(d.get("pad_token_id"), 0),
             use_bidirectional_attention=bool(d.get("use_bidirectional_attention")),
         )  # fmt: skip
+        return base if family != "gemma4" else base.replace(**_hf_gemma4(d, base))
     except KeyError as exc:
         raise ConfigError(f"config.json lacks required field {exc.args[0]!r}") from None
+
+
+def _hf_gemma4(d: dict[str, Any], base: GemmaConfig) -> dict[str, Any]:
+    """The Gemma 4 fields of a `gemma4_text` config.json (hub files name the global head width
+    `global_head_dim`; transformers 5 saves it per layer in `per_layer_config`)."""
+    k_eq_v = bool(d.get("attention_k_eq_v", False))
+    global_dim = d.get("global_head_dim", 512)
+    global_kv = d.get("num_global_key_value_heads") if k_eq_v else None
+    overrides = d.get("per_layer_config")
+    if isinstance(overrides, dict):  # only the fields that differ from the layer defaults
+        kinds = {base.layer_types[int(i)] for i in overrides}
+        values = {(o.get("head_dim", base.head_dim), o.get("num_key_value_heads"))
+                  for o in overrides.values()}  # fmt: skip
+        if kinds - {"global"} or len(values) > 1:
+            raise ConfigError("per_layer_config overrides other than one shape for all global "
+                              "layers are not a Gemma 4 layout")  # fmt: skip
+        global_dim, global_kv = values.pop() if values else (base.head_dim, None)
+    full = (d.get("rope_parameters") or {}).get("full_attention") or {}
+    proportional = full.get("rope_type") == "proportional"
+    partial = full.get("partial_rotary_factor", 1.0) if proportional else 1.0
+    moe = bool(d.get("enable_moe_block"))
+    ple = d.get("hidden_size_per_layer_input", 256) or 0
+    return dict(
+        query_pre_attn_scalar=1.0, norm_offset=0.0, v_norm=True, layer_scalar=True,
+        global_head_dim=global_dim or None, num_global_kv_heads=global_kv or None,
+        attention_k_eq_v=k_eq_v, rope_partial_factor=float(partial),
+        hidden_size_per_layer_input=ple,
+        vocab_size_per_layer_input=(d.get("vocab_size_per_layer_input") or 262_144) if ple else 0,
+        num_kv_shared_layers=d.get("num_kv_shared_layers") or 0,
+        double_wide_mlp=bool(d.get("use_double_wide_mlp")),
+        num_experts=(d.get("num_experts") or 0) if moe else 0,
+        top_k_experts=(d.get("top_k_experts") or 0) if moe else 0,
+        moe_intermediate_size=(d.get("moe_intermediate_size") or 0) if moe else 0,
+        use_bidirectional_attention=d.get("use_bidirectional_attention") == "all",
+    )  # fmt: skip
 
 
 def _first(value: Any, default: int) -> int:
@@ -268,6 +395,12 @@ def _first(value: Any, default: int) -> int:
 
 def _from_gguf(meta: dict[str, Any], vocab_size: int | None) -> GemmaConfig:
     arch = meta.get("general.architecture")
+    if arch == "gemma-embedding":  # EmbeddingGemma (llama.cpp): a bidirectional Gemma 3 decoder
+        prefix = arch + "."
+        meta = {("gemma3." + k[len(prefix) :] if k.startswith(prefix) else k): v
+                for k, v in meta.items()}  # fmt: skip
+        meta["general.architecture"] = "gemma3"
+        return _from_gguf(meta, vocab_size).replace(use_bidirectional_attention=True)
     if arch not in ("gemma", "gemma2", "gemma3"):
         raise ConfigError(
             f"GGUF architecture is {arch!r}; opengemma reads gemma, gemma2 and gemma3 files"

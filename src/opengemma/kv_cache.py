@@ -112,15 +112,18 @@ class KVCache:
     ):
         self.max_len = max_len
         self.length = 0
-        self.layers: list[FullLayerCache | SlidingLayerCache] = []
-        for kind in config.layer_types:
-            args = (batch, config.num_kv_heads)
+        # None for a KV-shared layer (Gemma 4): it attends over another layer's cache
+        self.layers: list[FullLayerCache | SlidingLayerCache | None] = []
+        for i, kind in enumerate(config.layer_types):
+            if config.kv_source(i) != i:
+                self.layers.append(None)
+                continue
+            args = (batch, config.layer_kv_heads(i))
+            head_dim = config.layer_head_dim(i)
             if kind == "sliding" and config.sliding_window < max_len:
-                cache = SlidingLayerCache(
-                    *args, config.sliding_window, config.head_dim, dtype, device
-                )
+                cache = SlidingLayerCache(*args, config.sliding_window, head_dim, dtype, device)
             else:
-                cache = FullLayerCache(*args, max_len, config.head_dim, dtype, device)
+                cache = FullLayerCache(*args, max_len, head_dim, dtype, device)
             self.layers.append(cache)
 
     def positions(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:

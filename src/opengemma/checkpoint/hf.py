@@ -7,6 +7,7 @@ tensor names and shapes checked against the config, before any tensor data is re
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from opengemma.checkpoint.core import (
     expected_shapes,
 )
 from opengemma.checkpoint.errors import CheckpointError
-from opengemma.checkpoint.keymap import describe, hf_to_ours
+from opengemma.checkpoint.keymap import HF_TOWERS, describe, hf_to_ours
 from opengemma.checkpoint.safetensors_file import (
     FLOAT_DTYPES,
     SafetensorsFile,
@@ -29,6 +30,7 @@ from opengemma.checkpoint.safetensors_file import (
 from opengemma.config import GemmaConfig
 from opengemma.errors import ConfigError
 
+log = logging.getLogger("opengemma.checkpoint")
 MAX_JSON = 50_000_000  # bytes in config.json or an index (real ones are a few KB to a few MB)
 _SIZE_FIELDS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
                 "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings",
@@ -53,7 +55,7 @@ def hf_config(path: Path) -> GemmaConfig:
     d = read_json(path / "config.json", "config.json")
     if not isinstance(d, dict):
         raise CheckpointError(f"{path / 'config.json'} is not a JSON object")
-    inner = d.get("text_config") if d.get("model_type") == "gemma3" else d
+    inner = d.get("text_config") if d.get("model_type") in ("gemma3", "gemma4") else d
     if not isinstance(inner, dict):
         raise CheckpointError(f"{path / 'config.json'}: text_config is not a JSON object")
     check_config_numbers({k: inner.get(k) for k in _SIZE_FIELDS}, path / "config.json", "field")
@@ -101,11 +103,13 @@ def _inside(root: Path, name: str, index: Path) -> Path:
 def _headers(path: Path, config: GemmaConfig) -> dict[str, tuple[SafetensorsFile, str]]:
     """Our name -> (file, key) for every tensor, from the validated headers."""
     where: dict[str, tuple[SafetensorsFile, str]] = {}
+    towers = 0
     for file in shard_files(path):
         st = SafetensorsFile(file)
         for key, entry in st.entries.items():
             name = hf_to_ours(key, config.sandwich_norm)
             if name is None:
+                towers += bool(HF_TOWERS.match(key))
                 continue
             if name in where:
                 raise CheckpointError(f"{path}: tensor {key} appears more than once")
@@ -115,6 +119,9 @@ def _headers(path: Path, config: GemmaConfig) -> dict[str, tuple[SafetensorsFile
                     "checkpoints (F32, F16, BF16): convert quantized ones back first"
                 )
             where[name] = (st, key)
+    if towers:
+        log.warning("opengemma: notice: %s: %d vision/audio tensors skipped; opengemma runs "
+                    "the text decoder", path, towers)  # fmt: skip
     return where
 
 

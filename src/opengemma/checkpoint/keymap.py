@@ -26,7 +26,26 @@ GGUF_TO_OURS: dict[str, str] = {
     "blk.{}.ffn_up.weight": "layers.{}.mlp.up_proj.weight",
     "blk.{}.ffn_down.weight": "layers.{}.mlp.down_proj.weight",
     "blk.{}.post_ffw_norm.weight": "layers.{}.post_feedforward_layernorm.weight",
+    # Gemma 4 (llama.cpp's `gemma4` architecture)
+    "blk.{}.layer_output_scale.weight": "layers.{}.layer_scalar",
+    "blk.{}.ffn_gate_inp.weight": "layers.{}.router.proj.weight",
+    "blk.{}.ffn_gate_inp.scale": "layers.{}.router.scale",
+    "blk.{}.ffn_down_exps.scale": "layers.{}.router.per_expert_scale",
+    "blk.{}.ffn_gate_up_exps.weight": "layers.{}.experts.gate_up_proj",
+    "blk.{}.ffn_down_exps.weight": "layers.{}.experts.down_proj",
+    "blk.{}.pre_ffw_norm_2.weight": "layers.{}.pre_feedforward_layernorm_2.weight",
+    "blk.{}.post_ffw_norm_1.weight": "layers.{}.post_feedforward_layernorm_1.weight",
+    "blk.{}.post_ffw_norm_2.weight": "layers.{}.post_feedforward_layernorm_2.weight",
+    "per_layer_token_embd.weight": "embed_tokens_per_layer.weight",
+    "per_layer_model_proj.weight": "per_layer_model_projection.weight",
+    "per_layer_proj_norm.weight": "per_layer_projection_norm.weight",
+    "blk.{}.inp_gate.weight": "layers.{}.per_layer_input_gate.weight",
+    "blk.{}.proj.weight": "layers.{}.per_layer_projection.weight",
+    "blk.{}.post_norm.weight": "layers.{}.post_per_layer_input_norm.weight",
 }
+# Tensors of a Gemma 4 GGUF that the decoder derives rather than holds: the proportional-RoPE
+# frequency factors of the global layers (opengemma computes them from the config).
+GGUF_DERIVED = ("rope_freqs.weight",)
 
 # gemma_pytorch (.ckpt) state-dict keys -> Hugging Face keys (then mapped by `hf_to_ours`). Its
 # fused `qkv_proj` is split into q/k/v by the loader; the rest is a rename.
@@ -52,8 +71,12 @@ CKPT_QKV = "layers.{}.self_attn.qkv_proj.weight"
 # Prefixes under which Hugging Face checkpoints keep the text decoder (CausalLM, and the
 # multimodal Gemma 3 classes of transformers 4.x and 5.x).
 HF_PREFIXES = ("model.language_model.", "language_model.model.", "model.")
-# Tensors a text-only model does not use: the tied output copy and Gemma 3's vision parts.
-HF_IGNORED = re.compile(r"^(lm_head\.weight|(model\.)?(vision_tower|multi_modal_projector)\..*)$")
+# Tensors a text-only model does not use: the tied output copy, and the vision and audio
+# parts of the multimodal Gemma 3 and Gemma 4 checkpoints (HF_TOWERS, skipped with a notice).
+HF_TOWERS = re.compile(
+    r"^(model\.)?(vision_tower|audio_tower|multi_modal_projector|embed_vision|embed_audio)\..*$"
+)
+HF_IGNORED = re.compile(r"^lm_head\.weight$|" + HF_TOWERS.pattern)
 
 
 def _compile(table: dict[str, str]) -> list[tuple[re.Pattern[str], str]]:
@@ -115,6 +138,11 @@ def hf_to_ours(name: str, sandwich_norm: bool) -> str | None:
         # the norm after attention and call the pre-MLP norm `pre_feedforward_layernorm`.
         name = name.replace(".post_attention_layernorm.", ".pre_feedforward_layernorm.")
     return name
+
+
+def keeps_float(name: str) -> bool:
+    """Matrices never held as int8 blocks: the MoE router (exact expert choice)."""
+    return ".router." in name
 
 
 def is_norm(name: str) -> bool:
