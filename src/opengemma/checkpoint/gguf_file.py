@@ -23,7 +23,7 @@ from opengemma.checkpoint.core import (
     expected_shapes,
 )
 from opengemma.checkpoint.errors import CheckpointError
-from opengemma.checkpoint.gguf_keys import LOCAL_BASE_KEY, QPAS_KEY
+from opengemma.checkpoint.gguf_keys import ARCHS, EMBED_HEAD_TENSORS, LOCAL_BASE_KEY, QPAS_KEY
 from opengemma.checkpoint.gguf_reader import GGUFFile
 from opengemma.checkpoint.keymap import describe, gguf_to_ours, is_norm
 from opengemma.config import GemmaConfig
@@ -47,9 +47,9 @@ def gguf_config(gf: GGUFFile) -> GemmaConfig:
     """The GemmaConfig a GGUF file describes, after checking every field it is built from."""
     meta, path = gf.metadata, gf.path
     arch = meta.get("general.architecture")
-    if arch not in ("gemma", "gemma2", "gemma3"):
+    if arch not in ARCHS:
         raise CheckpointError(
-            f"{path}: GGUF architecture is {arch!r}; opengemma reads gemma, gemma2 and gemma3 files"
+            f"{path}: GGUF architecture is {arch!r}; opengemma reads {', '.join(ARCHS)} files"
         )
     check_config_numbers({k: meta.get(f"{arch}.{k}") for k in _SIZE_KEYS}, path, "GGUF metadata")
     for key in _FLOAT_KEYS:
@@ -95,7 +95,9 @@ def gguf_shapes(gf: GGUFFile) -> dict[str, tuple[int, ...]]:
     for gguf_name, info in gf.tensors.items():
         name = gguf_to_ours(gguf_name)
         if name is None:
-            if gguf_name != "output.weight":  # an untied copy of the embedding: Gemma ties them
+            # an untied copy of the embedding (Gemma ties them); EmbeddingGemma's projections,
+            # which opengemma.embed reads
+            if gguf_name not in ("output.weight", *EMBED_HEAD_TENSORS):
                 unknown.append(gguf_name)
             continue
         shapes[name] = info.shape

@@ -22,7 +22,10 @@ QPAS_KEY = "opengemma.query_pre_attn_scalar"
 LOCAL_BASE_KEY = "opengemma.rope_local_freq_base"
 
 # architectures whose `{arch}.*` keys below are checked
-ARCHS = ("gemma", "gemma2", "gemma3")
+ARCHS = ("gemma", "gemma2", "gemma3", "gemma-embedding")
+# EmbeddingGemma's two sentence-transformers Dense layers (2_Dense, 3_Dense), as llama.cpp's
+# converter names them; not decoder tensors (opengemma.embed reads them)
+EMBED_HEAD_TENSORS = ("dense_2.weight", "dense_3.weight")
 
 # key -> allowed scalar value types; "{arch}" stands for general.architecture
 SCALARS: dict[str, frozenset[int]] = {
@@ -45,6 +48,11 @@ SCALARS: dict[str, frozenset[int]] = {
     "{arch}.rope.scaling.factor": NUMBER,
     "{arch}.attn_logit_softcapping": NUMBER,
     "{arch}.final_logit_softcapping": NUMBER,
+    "{arch}.pooling_type": INTEGER,
+    "{arch}.dense_2_feat_in": INTEGER,
+    "{arch}.dense_2_feat_out": INTEGER,
+    "{arch}.dense_3_feat_in": INTEGER,
+    "{arch}.dense_3_feat_out": INTEGER,
     "tokenizer.ggml.model": frozenset({STRING}),
     "tokenizer.ggml.bos_token_id": INTEGER,
     "tokenizer.ggml.eos_token_id": INTEGER,

@@ -27,8 +27,16 @@ from opengemma.config import GemmaConfig
 _SPM_TO_GGUF_TYPE = {1: 1, 2: 3, 3: 3, 4: 4, 5: 5, 6: 6}
 
 
+def gguf_arch(cfg: GemmaConfig) -> str:
+    """llama.cpp's architecture name: a bidirectional Gemma 3 (EmbeddingGemma) is
+    `gemma-embedding`, the others their family."""
+    if cfg.use_bidirectional_attention and cfg.family == "gemma3":
+        return "gemma-embedding"
+    return cfg.family
+
+
 def _add_hparams(w: GGUFWriter, cfg: GemmaConfig) -> None:
-    arch = cfg.family
+    arch = gguf_arch(cfg)
     w.add_uint32(f"{arch}.context_length", cfg.max_position_embeddings)
     w.add_uint32(f"{arch}.embedding_length", cfg.hidden_size)
     w.add_uint32(f"{arch}.block_count", cfg.num_layers)
@@ -54,7 +62,7 @@ def _add_hparams(w: GGUFWriter, cfg: GemmaConfig) -> None:
     w.add_float32(LOCAL_BASE_KEY, cfg.rope_local_theta)
 
 
-def _add_tokenizer(w: GGUFWriter, proto, cfg: GemmaConfig) -> None:
+def _add_tokenizer(w: GGUFWriter, proto, cfg: GemmaConfig, add_eos: bool = False) -> None:
     """SentencePiece ModelProto -> tokenizer.ggml.* (llama.cpp spells user-defined '▁' as ' ')."""
     tokens, scores, types = [], [], []
     for p in proto.pieces:
@@ -80,7 +88,7 @@ def _add_tokenizer(w: GGUFWriter, proto, cfg: GemmaConfig) -> None:
     )
     w.add_bool("tokenizer.ggml.add_bos_token", True)
     w.add_bool("tokenizer.ggml.add_sep_token", False)
-    w.add_bool("tokenizer.ggml.add_eos_token", False)
+    w.add_bool("tokenizer.ggml.add_eos_token", add_eos)
     w.add_bool("tokenizer.ggml.add_space_prefix", False)
 
 
@@ -100,31 +108,44 @@ def write_gguf(
     tokenizer_proto=None,
     name: str | None = None,
     overwrite: bool = False,
+    head: dict[str, torch.Tensor] | None = None,
+    pooling_type: int | None = None,
+    add_eos: bool = False,
 ) -> dict[str, str]:
     """Write `tensors` (our names) as a GGUF file at `dst`; returns name -> stored type name.
 
     `qtype` is the type of the 2-D tensors (those whose rows it cannot divide fall back to
     Q8_0 or F16); 1-D tensors are F32. `tokenizer_proto` is a SentencePiece ModelProto.
+    `head` (EmbeddingGemma): its Dense weights under llama.cpp's names (`dense_2.weight`,
+    `dense_3.weight`), with their in/out sizes; `pooling_type`: llama.cpp's pooling enum;
+    `add_eos`: the tokenizer appends <eos> (EmbeddingGemma's does).
     """
-    plan = {n: storage_type(tuple(t.shape), qtype) for n, t in tensors.items()}
+    head = head or {}
+    plan = {n: storage_type(tuple(t.shape), qtype) for n, t in {**tensors, **head}.items()}
     with checked_atomic_path(dst, overwrite, is_dir=False) as out:
-        w = GGUFWriter(out, config.family)
+        w = GGUFWriter(out, gguf_arch(config))
         w.add_type("model")
-        w.add_name(name or f"{config.family} ({config.num_layers} layers)")
+        w.add_name(name or f"{gguf_arch(config)} ({config.num_layers} layers)")
         _add_hparams(w, config)
+        for n, t in head.items():
+            w.add_dense_features_dims(n.removesuffix(".weight"), t.shape[1], t.shape[0])
+        if pooling_type is not None:
+            w.add_uint32(f"{gguf_arch(config)}.pooling_type", pooling_type)
         if tokenizer_proto is not None:
-            _add_tokenizer(w, tokenizer_proto, config)
+            _add_tokenizer(w, tokenizer_proto, config, add_eos)
         w.add_uint32("general.file_type", FILE_TYPE.get(qtype, 1))
         w.add_uint32("general.quantization_version", 2)
-        for n, t in tensors.items():
+        named = [(ours_to_gguf(n), n, t) for n, t in tensors.items()]
+        named += [(n, n, t) for n, t in head.items()]
+        for gguf_name, n, t in named:
             block, size = GGML_QUANT_SIZES[plan[n]]
             shape = tuple(t.shape)
             nbytes = int(np.prod(shape)) // block * size
-            w.add_tensor_info(ours_to_gguf(n), shape, np.dtype(np.float32), nbytes, plan[n])
+            w.add_tensor_info(gguf_name, shape, np.dtype(np.float32), nbytes, plan[n])
         w.write_header_to_file(out)
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
-        for n, t in tensors.items():
+        for _, n, t in named:
             w.write_tensor_data(_stored(t, n, plan[n]))
         w.close()
     return {n: q.name for n, q in plan.items()}
