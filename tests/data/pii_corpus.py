@@ -89,7 +89,7 @@ TEMPLATES: dict[str, list[str]] = {
 LABELLED = {"PERSON", "FIRST", "EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS",
             "URL_CREDENTIALS", "PRIVATE_KEY", "STREET_ADDRESS", "DOB", "AWS", "GENERIC", "JWT",
             "OPENAI", "STRIPE", "GHP", "SLACK", "HF", "GLPAT"}  # fmt: skip
-TYPE_OF = {"FIRST": "PERSON", "DOB": "DATE_OF_BIRTH", "AWS": "API_KEY", "GENERIC": "API_KEY",
+TYPE_OF = {"FIRST": "PERSON", "DOB": "DATE_OF_BIRTH", "AWS": "API_KEY", "GENERIC": "SECRET",
            "JWT": "API_KEY", "OPENAI": "API_KEY", "STRIPE": "API_KEY", "GHP": "API_KEY",
            "SLACK": "API_KEY", "HF": "API_KEY", "GLPAT": "API_KEY"}  # fmt: skip
 

@@ -127,17 +127,15 @@ def totals(cells: dict[tuple[str, str], Cell]) -> dict[str, Cell]:
     return out
 
 
+def _row(t: str, lang: str, c: Cell) -> str:
+    return f"| {t} | {lang} | {c.tp + c.fn} | {c.recall:.3f} | {c.precision:.3f} | {c.cover:.2f} |"
+
+
 def table(cells: dict[tuple[str, str], Cell]) -> str:
     """A Markdown table: one row per type and language, then the per-type totals."""
     lines = ["| type | lang | gold | recall | precision | cover |", "|---|---|---|---|---|---|"]
-    for (t, lang), c in sorted(cells.items()):
-        lines.append(
-            f"| {t} | {lang} | {c.tp + c.fn} | {c.recall:.3f} | {c.precision:.3f} | {c.cover:.2f} |"
-        )
-    for t, c in sorted(totals(cells).items()):
-        lines.append(
-            f"| **{t}** | all | {c.tp + c.fn} | {c.recall:.3f} | {c.precision:.3f} | {c.cover:.2f} |"
-        )
+    lines += [_row(t, lang, c) for (t, lang), c in sorted(cells.items())]
+    lines += [_row(f"**{t}**", "all", c) for t, c in sorted(totals(cells).items())]
     return "\n".join(lines)
 
 

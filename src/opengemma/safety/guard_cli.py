@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from opengemma.atomic import write_atomic
-from opengemma.commands._common import DTYPE_HELP, MODEL_HELP, cli_errors, eprint
+from opengemma.cli_support import DTYPE_HELP, MODEL_HELP, cli_errors, eprint
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 

@@ -5,8 +5,9 @@ name, a score and the detector's name. A finding never carries the value it foun
 can be logged and written to disk without leaking what they point at.
 
 Layout (imports point down only): `pii_base` (types, `Finding`, `RuleDetector`) <- detector
-modules `pii_numbers` (structured identifiers), `pii_secrets` (keys and credentials),
-`pii_entities` (PERSON, STREET_ADDRESS) <- this module <- clients such as `opengemma.data.scrub`.
+modules `pii_numbers` (structured identifiers), `pii_phone` (PHONE), `pii_secrets` (keys and
+credentials), `pii_entities`, `pii_names`, `pii_cjk` (PERSON), `pii_address` (STREET_ADDRESS)
+<- this module <- clients such as `opengemma.data.scrub`.
 Detection stays under `safety/` (it judges text, whoever produced it); `data/` is its client.
 A new recognizer (the Gemma model itself, say) plugs in by implementing `Detector` and being
 passed to `Scanner(extra_detectors=...)`.
@@ -18,18 +19,20 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opengemma.safety import pii_entities as ent
+from opengemma.safety.pii_address import StreetAddressDetector
 from opengemma.safety.pii_base import PRIORITY, TYPES, Detector, Finding, PIIError, RuleDetector
+from opengemma.safety.pii_cjk import CjkPersonDetector
 from opengemma.safety.pii_entities import DEFAULT_SPACY_MODEL
+from opengemma.safety.pii_names import NameRuleDetector
 from opengemma.safety.pii_numbers import (
-    DEFAULT_PHONE_REGIONS,
     CreditCardDetector,
     DateOfBirthDetector,
     EmailDetector,
     IbanDetector,
     IpAddressDetector,
-    PhoneDetector,
     SsnDetector,
 )
+from opengemma.safety.pii_phone import DEFAULT_PHONE_REGIONS, PhoneDetector
 from opengemma.safety.pii_secrets import (
     ApiKeyDetector,
     PrivateKeyDetector,
@@ -103,7 +106,7 @@ class Scanner:
 
     def _add_entities(self, ner_model: str, strict: bool, covered: set[str]) -> None:
         if "STREET_ADDRESS" in self.types and "STREET_ADDRESS" not in covered:
-            self.detectors.append(ent.StreetAddressDetector())
+            self.detectors.append(StreetAddressDetector())
         if "PERSON" in self.types and "PERSON" not in covered:
             try:
                 self.detectors.append(ent.SpacyPersonDetector(ner_model))
@@ -111,7 +114,13 @@ class Scanner:
                 if strict:
                     raise
                 self.skipped["PERSON"] = f"NER model not used: {exc}"
-            self.detectors.append(ent.NameRuleDetector())
+            self.detectors.append(NameRuleDetector())
+            try:
+                self.detectors.append(CjkPersonDetector())
+            except PIIError as exc:
+                if strict:
+                    raise
+                self.skipped["PERSON"] = f"Japanese/Chinese names not found: {exc}"
 
     def describe(self) -> list[dict[str, Any]]:
         """What ran: one entry per detector (name, types, rule or model, model version)."""

@@ -1,4 +1,4 @@
-"""Structured identifiers: e-mail, phone, payment card, IBAN, US SSN, IP address, date of birth.
+"""Structured identifiers: e-mail, payment card, IBAN, US SSN, IP address, date of birth.
 
 Each detector validates what its expression matches (Luhn, mod-97, SSN ranges, `ipaddress`,
 `phonenumbers`) and uses the surrounding words to accept or reject ambiguous numbers.
@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
-from typing import Any
 
 from opengemma.safety.pii_base import Finding, RuleDetector, before
-
-DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "BR", "CA", "AU")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -30,8 +26,8 @@ def luhn_ok(digits: str) -> bool:
 class EmailDetector(RuleDetector):
     name, types = "email", frozenset({"EMAIL"})
     _re = re.compile(
-        r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
-        r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+        r"(?<![A-Za-z0-9_.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
+        r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9_-])"
     )
 
     def find(self, text: str, field: str) -> list[Finding]:
@@ -161,78 +157,30 @@ class IpAddressDetector(RuleDetector):
         return out
 
 
-class PhoneDetector(RuleDetector):
-    """International and national phone numbers, validated by Google's `phonenumbers`."""
-
-    name, types = "phonenumbers", frozenset({"PHONE"})
-    _re = re.compile(
-        r"(?<![\w.+/:-])(?:\+|00)?\(?\d[\d \t().\-/]{5,22}\d"
-        r"(?:\s*(?:x|ext\.?|#)\s*\d{1,6})?(?![\w]|-\w)"
-    )
-    _negative = re.compile(
-        r"(?i)(?:#|\b(?:order|invoice|inv|ticket|case|ref|reference|tracking|account|acct|id|"
-        r"sku|po|build|version|ver|serial|isbn|no\.?|number|nr\.?)\W{0,5})\s*$"
-    )
-    _context = re.compile(
-        r"(?i)(?:phone|tel|call|mobile|cell|fax|whats ?app|sms|text|contact|reach|dial|ring"
-        r"|telefon|téléphone|tél|móvil|cellulare|numero|nummer)"
-    )
-    _date = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
-
-    def __init__(self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> None:
-        import phonenumbers
-
-        self._pn = phonenumbers
-        self.regions = tuple(regions)
-
-    def describe(self) -> dict[str, Any]:
-        return super().describe() | {"regions": list(self.regions)}
-
-    def find(self, text: str, field: str) -> list[Finding]:
-        out = []
-        for m in self._re.finditer(text):
-            cand = m.group()
-            digits = sum(c.isdigit() for c in cand)
-            if not 7 <= digits <= 15 + 6 * ("x" in cand) or self._date.match(cand):
-                continue
-            if self._negative.search(before(text, m.start(), 24)):
-                continue
-            bare = cand.isdigit()  # no +, no separators: a phone only if something says so
-            if bare and not self._says_phone(text, field, m.start()):
-                continue
-            hit = self._match(cand)
-            if hit is not None and sum(c.isdigit() for c in cand[hit[0] : hit[1]]) == digits:
-                out.append(self._hit(m.start() + hit[0], m.start() + hit[1], 0.9))
-        return out
-
-    def _says_phone(self, text: str, field: str, start: int) -> bool:
-        """Phone context: the field name, the 64 characters before, or a table header."""
-        header = text[: text.find("\n")] if "\n" in text[:start] else ""
-        return bool(self._context.search(f"{field} {header} {before(text, start, 64)}"))
-
-    def _match(self, cand: str) -> tuple[int, int] | None:
-        regions = self.regions[:1] if cand.startswith(("+", "00")) else self.regions
-        leniency = self._pn.Leniency.VALID
-        for region in regions:
-            for match in self._pn.PhoneNumberMatcher(cand, region, leniency=leniency):
-                return match.start, match.end
-        return None
-
-
 # ------------------------------------------------------------------- dates of birth
 
 _MONTHS = (
     r"jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?"
 )
+_MONTHS_EU = (
+    r"januar|jänner|februar|märz|mai|juni|juli|oktober|dezember|janvier|février|mars|avril"
+    r"|juin|juillet|août|septembre|octobre|novembre|décembre|enero|febrero|marzo|abril|mayo"
+    r"|junio|julio|agosto|septiembre|octubre|noviembre|diciembre|gennaio|febbraio|aprile"
+    r"|maggio|giugno|luglio|settembre|ottobre|dicembre|janeiro|fevereiro|março|maio|junho"
+    r"|julho|setembro|outubro|dezembro|januari|februari|maart|mei|augustus"
+)
 _DATE = re.compile(
     rf"(?i)(?<![\w/.:-])(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}|\d{{1,2}}[-/.]\d{{1,2}}[-/.]\d{{2,4}}"
     rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:{_MONTHS})\.?,?\s+\d{{4}}"
-    rf"|(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})(?![\w/:-]|\.\d)"
+    rf"|(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
+    r"|\d{4}\s?年\s?\d{1,2}\s?月\s?\d{1,2}\s?日|\d{4}년\s?\d{1,2}월\s?\d{1,2}일"
+    rf"|\d{{1,2}}\.?\s+(?:de\s+)?(?:{_MONTHS_EU})\.?\s+(?:de\s+)?\d{{4}})(?![\w/:-]|\.\d)"
 )
 _BIRTH = re.compile(
-    r"(?i)(?:\bborn\b|birth|\bd\.?o\.?b\b|\bb-?day\b|geboren|\bn[ée]e?\b|naissance|"
-    r"nacimiento|nacid[oa]|\bnat[oa]\b)"
+    r"(?i)(?:\bborn\b|birth|\bd\.?o\.?b\b|\bb-?day\b|geboren|geburt|\bgeb\.|\bn[ée]e?\b|naissance|"
+    r"nacimiento|nacid[oa]|\bnat[oa]\b|nascita|nascimento|geboorte|生年月日|出生|生日|생년월일"
+    r"|생일|\bf\. ?nac|\bd\.? ?n\.)"
 )
 
 

@@ -13,7 +13,7 @@ class UrlCredentialsDetector(RuleDetector):
     name, types = "url-credentials", frozenset({"URL_CREDENTIALS"})
     _re = re.compile(
         r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://"
-        r"(?P<cred>[^\s:/@?#\"'<>]+:[^\s/@?#\"'<>]+)@[\w\[]"
+        r"(?P<cred>[^\s:/@?#\"'<>]+:[^\s/@\"'<>]+)@[\w\[]"
     )
 
     def find(self, text: str, field: str) -> list[Finding]:
@@ -64,8 +64,27 @@ def looks_random(value: str, min_bits: float = 3.0) -> bool:
     return len(value) >= 16 and classes >= 2 and shannon_entropy(value) >= min_bits
 
 
+_PLACEHOLDER = re.compile(
+    r"(?i)(?:x{4,}|\*{3,}|•{3,}|#{4,}|\.{4,}|0{8,}|<[^<>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%\(?\w+\)?s"
+    r"|\b(?:your|my|example|sample|dummy|placeholder|redacted|changeme|insert|replace|todo"
+    r"|fixme|xxx)(?:[_-]|\b))"
+)
+
+
+def is_placeholder(value: str) -> bool:
+    """A masked or template value (`xxxx`, `****`, `<password>`, `${VAR}`, `your-token-here`),
+    or one whose body after a provider prefix is a single repeated character."""
+    if _PLACEHOLDER.search(value):
+        return True
+    body = value.rsplit("_", 1)[-1].rsplit("-", 1)[-1]
+    return len(body) >= 8 and len(set(body.lower())) <= 2
+
+
 class ApiKeyDetector(RuleDetector):
-    name, types = "api-key", frozenset({"API_KEY"})
+    """API_KEY: provider key formats and Bearer tokens. SECRET (lower confidence): a random-
+    looking value assigned to a secret-ish key (`password=`, `token:`) or in a key-named field."""
+
+    name, types = "api-key", frozenset({"API_KEY", "SECRET"})
 
     def find(self, text: str, field: str) -> list[Finding]:
         out = []
@@ -73,16 +92,22 @@ class ApiKeyDetector(RuleDetector):
             if (m.start() == 0 or not text[m.start() - 1].isalnum()) and not (
                 m.end() < len(text) and text[m.end()].isalnum()
             ):
-                out.append(self._hit(m.start(), m.end(), 0.99))
+                if not is_placeholder(m.group()):
+                    out.append(self._hit(m.start(), m.end(), 0.99, "API_KEY"))
         for m in _ASSIGNED.finditer(text):
             group = "value" if m.group("value") else "bearer"
             start, value = m.start(group), m.group(group).rstrip(".")
-            if looks_random(value):
-                out.append(self._hit(start, start + len(value), 0.8))
+            if looks_random(value) and not is_placeholder(value):
+                type_ = "API_KEY" if group == "bearer" else "SECRET"
+                out.append(
+                    self._hit(start, start + len(value), 0.8 if group == "bearer" else 0.6, type_)
+                )
         leaf = field.rsplit(".", 1)[-1]
-        if _KEY_FIELD.search(leaf) and looks_random(text.strip()) and " " not in text.strip():
-            start = len(text) - len(text.lstrip())
-            out.append(self._hit(start, start + len(text.strip()), 0.8))
+        value = text.strip()
+        if _KEY_FIELD.search(leaf) and looks_random(value) and " " not in value:
+            if not is_placeholder(value):
+                start = len(text) - len(text.lstrip())
+                out.append(self._hit(start, start + len(value), 0.6, "SECRET"))
         return out
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import typer
 
-from opengemma.commands._common import (
+from opengemma.cli_support import (
     DTYPE_HELP,
     MODEL_HELP,
+    announce_loaded,
     cli_errors,
     eprint,
-    load_model,
     stream_to_stdout,
 )  # fmt: skip
 
@@ -129,7 +129,9 @@ def generate(
     from opengemma.safety.watermark import WatermarkConfig, stream
 
     cfg = WatermarkConfig.load(keys)
-    lm = load_model(model, dtype, quiet)
+    from opengemma.api import load
+
+    lm = announce_loaded(load(model, dtype=dtype), quiet)
     src = chat_prompt_ids(lm.tokenizer, [{"role": "user", "content": prompt}]) if chat else prompt
     chunks = stream(lm, src, cfg, max_tokens, temperature=temperature, top_k=top_k,
                     top_p=top_p, seed=seed)  # fmt: skip

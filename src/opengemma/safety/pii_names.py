@@ -1,0 +1,173 @@
+"""PERSON by rule in the Latin-script languages: cue words, signatures, fields and a lexicon.
+
+Cues in English, German, French, Spanish, Italian, Portuguese and Dutch: greetings (`Dear`,
+`Sehr geehrte Frau`, `Hola`, `Beste`), titles (`Mr.`, `Herr`, `Mme`, `Sr.`, `Dott.ssa`, `SGT`),
+self-introductions (`my name is`, `je m'appelle`, `soy`, `aqui é a`), form and letter fields
+(`Name:`, `Nom :`, `Cognome e nome:`, `Bill to:`), and signatures (a closing line such as
+`Mit freundlichen Grüßen` or `Bien à vous,` followed by a name line). Without a cue a name is a
+first name from the 48k-name dictionary of the `gender-guesser` package followed by surnames.
+Capitalisation alone never makes a name (German capitalises every noun): `COMMON_WORDS` is a
+stop-list of capitalised common words, titles and greetings that no name span may contain.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from opengemma.safety.pii_base import Finding, RuleDetector
+
+_PARTICLE = r"(?:van|der|den|de|del|della|di|da|do|dos|das|du|von|zu|la|le|y|e|bin|ibn|al|ten|ter)"
+_NAME_TOKEN = r"[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’]+(?:-[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’]+)?"
+_SURNAMES = rf"(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}){{1,3}}"
+_NAME = rf"{_NAME_TOKEN}(?:{_SURNAMES})?"
+_GREETING = (
+    r"Dear|Hi|Hello|Hey|Hola|Bonjour|Bonsoir|Salut|Coucou|Hallo|Liebe|Lieber|Beste|Geachte"
+    r"|Caro|Cara|Gentile|Gentilissim[ao]|Ol[áa]|Oi|Prezad[oa]|Estimad[oa]|Querid[oa]|Ciao"
+    r"|Buongiorno|Sehr geehrte[rn]?|Madame|Monsieur|Exm[oa]\.?|Thanks|Thank you"
+)
+_TITLE = (
+    r"Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Herr|Frau|Mme|Mlle|M\.|Sr|Sra|Srta|Sig|Sig\.ra|Signora"
+    r"|Signor|Dott|Dott\.ssa|Ing|Avv|Dhr|Mevr|Mw|Don|Doña|Dona|SGT|Sgt|PFC|Cpl|Capt|Lt|Col|Maj"
+)
+_INTRO = (
+    r"[Mm]y name is|[Nn]ame is|I'm|I am|i'm|[Tt]his is|[Jj]e suis|[Jj]e m'appelle|c'est"
+    r"|[Ii]ch bin|[Ii]ch heiße|[Mm]e llamo|[Ss]oy|[Mm]i chiamo|[Ss]ono|[Ss]ou|[Aa]qui é(?: [ao])?"
+    r"|[Ee]u sou|[Ii]k ben|[Mm]ijn naam is|[Ii]k heet"
+)
+_FIELD = (
+    r"[Nn]ame|[Ff]ull[_ ]?[Nn]ame|Nom(?: complet)?|Prénom|Nombre(?: completo)?|Nome(?: e cognome)?"
+    r"|Cognome(?: e nome)?|Naam|Vorname(?: Nachname)?|Nachname|Customer|Contact|Account holder"
+    r"|Holder|Patient|Author|Bill to|Ship to|Attn\.?|Titular|Inhaber|Empfänger|Destinatari[oa]"
+    r"|Destinatário|Kunde|Client|Cliente|Klant|Paciente|Patiënt|From|De|Von|Da|Van|Sender"
+)
+_CLOSING = (
+    r"Regards|Kind regards|Best regards|Warm regards|Best wishes|Best|Sincerely|Yours sincerely"
+    r"|Yours faithfully|Yours|Cheers|Thanks|Thank you|Mit freundlichen Grüßen|Freundliche Grüße"
+    r"|Viele Grüße|Beste Grüße|Liebe Grüße|Herzliche Grüße|Gruß|Grüße|Cordialement"
+    r"|Bien cordialement|Bien à vous|Salutations|Amitiés|Bisous|Atentamente|Saludos"
+    r"|Un saludo|Un abrazo|Cordiales saludos|Cordiali saluti|Distinti saluti|Un saluto|Saluti"
+    r"|Atenciosamente|Abraços|Abraço|Um abraço|Cumprimentos|Groeten|Met vriendelijke groet"
+    r"|Hartelijke groet|Groetjes|Vriendelijke groeten"
+)
+_CUE = re.compile(
+    rf"(?:\b(?:{_GREETING})[,:]?[ \t]+(?:(?:{_TITLE})\.?[ \t]+)?|\b(?:{_TITLE})\.?[ \t]+"
+    rf"|\b(?:{_INTRO})[ \t]+|(?m:^)[ \t]*(?:{_FIELD})[ \t]*[:：][ \t]*"
+    r"|\b(?:[Ff]ull_?[Nn]ame|[Nn]ame|[Cc]ustomer|[Aa]uthor)\"?\W{1,4})"
+    rf"(?P<name>{_NAME})"
+)
+_SIGNATURE = re.compile(
+    rf"(?m)^[ \t]*(?:{_CLOSING})[ \t]*[,!.]?[ \t]*(?:\n[ \t]*){{0,2}}(?P<name>{_NAME})"
+    r"(?=[ \t]*(?:\n|$|,))"
+)
+_LEXICON_NAME = re.compile(rf"\b(?P<first>{_NAME_TOKEN})(?P<rest>{_SURNAMES})")
+_SPEAKER = re.compile(rf"(?m)^[ \t]*(?:\[[^\]\n]*\][ \t]*)?(?P<first>{_NAME_TOKEN}):")
+_FIELD_SEP = re.compile(
+    rf"(?:^|[,;\t|]|\n)[ \t]*\"?(?P<name>{_NAME_TOKEN}(?:{_SURNAMES}))\"?[ \t]*(?=$|[,;\t|]|\n)"
+)
+_NAME_FIELD = re.compile(
+    r"(?i)^(?:full_?name|name|first_?name|last_?name|surname|author|customer)$"
+)
+
+COMMON_WORDS = frozenset(
+    # months, days, seasons (en, de, fr, es, it, pt, nl)
+    "January February March April May June July August September October November December "
+    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday Summer Winter Autumn Spring "
+    "Januar Februar März Juni Juli Oktober Dezember Montag Dienstag Mittwoch Donnerstag Freitag "
+    "Samstag Sonntag Janvier Février Mars Avril Mai Juin Juillet Août Septembre Octobre Novembre "
+    "Décembre Lundi Mardi Mercredi Jeudi Vendredi Samedi Dimanche Enero Febrero Marzo Abril Mayo "
+    "Junio Julio Agosto Lunes Martes Miércoles Jueves Viernes Sábado Domingo Gennaio Febbraio "
+    "Aprile Maggio Giugno Luglio Settembre Ottobre Dicembre Lunedì Martedì Janeiro Fevereiro "
+    "Março Maio Junho Julho Setembro Outubro Dezembro Januari Februari Maart Mei Augustus "
+    # greetings, closings, titles, politeness
+    "Dear Hello Hi Hey Thanks Thank Regards Best Cheers Sincerely Yours Kind Warm Please Welcome "
+    "Sir Madam Madame Monsieur Mr Mrs Ms Dr Prof Mme Mlle Herr Frau Sehr Geehrte Geehrter Liebe "
+    "Lieber Hallo Grüße Gruß Viele Freundlichen Bitte Danke Vielen Dank Bonjour Salut Merci "
+    "Bien Cordialement Amitiés Hola Gracias Saludos Atentamente Estimado Estimada Querido "
+    "Querida Abrazo Ciao Grazie Saluti Cordiali Distinti Gentile Caro Cara Olá Obrigado "
+    "Obrigada Abraços Atenciosamente Prezado Prezada Beste Groeten Groetjes Bedankt Geachte "
+    # articles, pronouns, conjunctions that start sentences
+    "The This That These Those Our Your My His Her Their We You They It He She And But Or "
+    "Der Die Das Ein Eine Einen Ihr Ihre Ihren Sie Wir Und Mit Für Von Bei Zum Zur Mein Dein Sein "
+    "Unser Le La Les Un Une Des Du Votre Vos Nous Vous Avec Pour Mon Ma Mes El Los Las Una Unos "
+    "Su Sus Nuestro Usted Con Para Il Lo Gli Uno Suo Sua Nostro Per Um Uma Os As Seu Sua Nosso "
+    "Com Het Een Uw Wij Jij Ik Met Voor Van "
+    # office, product and technical words seen capitalised in text
+    "Success Successful Luhn Deep Learning Machine Neural Network Data Science Version Release "
+    "Build Order Invoice Total Amount Price Customer Support Team Service Street Road Avenue "
+    "Suite Tel Phone Fax Email Mobile Note Notes Error Warning Info Debug Status Update Account "
+    "Bank Card Payment Account Ticket Case Page Name Address Contact Subject Date Time Office "
+    "Company Group Project Report Meeting Manager Director Department Rechnung Auftrag Betrag "
+    "Kunde Kundin Bestellung Zahlung Rückzahlung Anschrift Adresse Telefon Commande Facture "
+    "Montant Adresse Pedido Factura Importe Dirección Ordine Fattura Importo Indirizzo Pedido "
+    "Fatura Valor Endereço Factuur Bedrag Adres Bestelling Straße Strasse Platz Weg Rue Calle "
+    "Via Rua Praça Plaza Piazza Avenida Gracht Straat Laan Plein USS Navy Army Unit Box".split()
+)
+
+
+@lru_cache(maxsize=1)
+def first_names() -> frozenset[str]:
+    """The first names of the `gender-guesser` package's dictionary (empty if not installed)."""
+    try:
+        import gender_guesser.detector as gg
+    except ImportError:
+        return frozenset()
+    path = Path(gg.__file__).parent / "data" / "nam_dict.txt"
+    names = set()
+    with open(path, encoding="latin-1") as fh:
+        for line in fh:
+            if line.startswith("#") or len(line) < 30:
+                continue
+            name = line[3:29].strip().replace("+", "-")
+            if len(name) > 2 and name.replace("-", "").isalpha():
+                names.add(name)
+    return frozenset(names - COMMON_WORDS - _NOT_NAMES)
+
+
+_NOT_NAMES = frozenset(
+    "Will Bill Mark Grant Page Rich Rose Star King Price Case Order Ticket Park Bela Vista "
+    "Santa Santo San Saint Sainte Bello Bella".split()
+)
+
+
+def has_common_word(span: str) -> bool:
+    """True when a word of `span` is in the stop-list of capitalised common words."""
+    return any(w.strip(".,;:'’\"") in COMMON_WORDS for w in span.split())
+
+
+class NameRuleDetector(RuleDetector):
+    """PERSON from cue words, signatures, a first-name lexicon and one-name-per-cell rows."""
+
+    name, types, kind = "name-rules", frozenset({"PERSON"}), "rule+lexicon"
+
+    def __init__(self) -> None:
+        self.lexicon = first_names()
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {
+            "lexicon": "gender-guesser nam_dict",
+            "names": len(self.lexicon),
+        }
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        out = [
+            self._hit(m.start("name"), m.end("name"), 0.75)
+            for pattern in (_CUE, _SIGNATURE)
+            for m in pattern.finditer(text)
+            if not has_common_word(m.group("name"))
+        ]
+        if _NAME_FIELD.search(field.rsplit(".", 1)[-1]):
+            stripped = text.strip()
+            if re.fullmatch(_NAME, stripped):
+                start = text.index(stripped)
+                out.append(self._hit(start, start + len(stripped), 0.8))
+        if not self.lexicon:
+            return out
+        for pattern, group in ((_LEXICON_NAME, None), (_SPEAKER, "first"), (_FIELD_SEP, "name")):
+            for m in pattern.finditer(text):
+                span = m.group(group) if group else m.group()
+                if span.split()[0] in self.lexicon and not has_common_word(span):
+                    out.append(self._hit(m.start(group or 0), m.end(group or 0), 0.7))
+        return out

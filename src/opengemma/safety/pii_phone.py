@@ -1,0 +1,145 @@
+"""Phone numbers in every written form, checked by Google's `phonenumbers`.
+
+Forms: `+CC ...`, the international call prefixes `00 CC ...` and `011 CC ...` (North America),
+national numbers with a trunk prefix (`030 ...`, `06-...`, `(0)` inside an international
+number), and any of space, dot, hyphen, slash and parentheses as separators. A candidate is a
+phone when `phonenumbers` says so:
+
+- *valid* (an assigned range) in one of the regions, when nothing around it says "phone";
+- *possible* (a plausible length for the country), when the text says it is a phone (field
+  name, a context word in one of the major languages, a table header) or the shape is
+  unambiguous (an explicit `+` / `00` / `011` international prefix followed by a grouped
+  number).
+
+Rejected by shape: dates, times, ISBNs, year-prefixed ids (`2024-000123`), postcodes
+(`96620-2820`, `01310-200`), amounts (a currency sign or decimal comma next to it), and bare
+digit runs (timestamps, order numbers) without phone context; rejected by context: order,
+invoice, customer, tracking ... numbers in the same languages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from opengemma.safety.pii_base import Finding, RuleDetector, before
+
+DEFAULT_PHONE_REGIONS = (
+    "US", "GB", "DE", "FR", "ES", "IT", "NL", "PT", "BR", "IN", "CA", "AU", "JP", "CN", "KR",
+    "BE", "AT", "CH", "MX", "IE",
+)  # fmt: skip
+
+_CANDIDATE = re.compile(
+    r"(?<![A-Za-z0-9.+/:_#=-])(?:\+[ \t]?)?\(?\d[\d \t().\-/]{5,22}\d"
+    r"(?:[ \t]*(?:x|ext\.?|#)[ \t]*\d{1,6})?(?![A-Za-z0-9]|[-/.]\d|\.[A-Za-z])"
+)
+_NEGATIVE = re.compile(
+    r"(?i)(?:#|n[°º]|\b(?:order|invoice|inv|ticket|case|ref|reference|tracking|account|acct|id"
+    r"|sku|po|build|version|ver|serial|isbn|ean|gtin|no\.?|number|nr\.?|art(?:ikel)?"
+    r"|bestell\w*|auftrag\w*|rechnung\w*|kunden\w*|vertrag\w*|factur\w*|commande|pedido"
+    r"|ordine|ordem|nota fiscal|codice|código|code|ordernummer|factuur|referentie|kenmerk"
+    r"|ts|timestamp|time|epoch|pid|uid|session)\W{0,5}|注文番号\W?|订单号\W?|주문번호\W?|〒)[ \t]*$"
+)
+_CONTEXT = re.compile(
+    r"(?i)(?:phone|tel\b|tel\.|call|mobile|cell|fax|whats ?app|\bzap\b|sms|text me|contact"
+    r"|reach|dial|\bring\b|landline|hotline|telefon|teléfono|telefono|telefone|téléphone|tél"
+    r"|portable|móvil|movil|celular|cellulare|handy|\bmobil|rufnummer|\bbel\b|bellen|chiam"
+    r"|appel|llam|ligar|contatt|contact|fixo|\bgsm\b|電話|携帯|手机|电话|致电|联系|전화|휴대폰"
+    r"|연락|☎|📞)"
+)
+_SHAPE_REJECT = re.compile(
+    r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{2}|\d{4})"  # dates
+    r"|(?:19|20)\d\d[-/]\d{2,}(?:[-/]\d+)*"  # 2024-000123, 2023-0045-117
+    r"|\d{5}-\d{3,4}"  # BR CEP, US ZIP+4
+    r"|97[89][- ]?\d{1,5}[- ]\d{1,7}[- ]\d{1,7}[- ]\d"  # ISBN-13
+    r"|\d{1,5}[- ]\d{1,7}[- ]\d{1,7}[- ][\dX]"  # ISBN-10
+    r"|\d{1,3}(?:\.\d{3})+(?:,\d\d)?|\d{1,3}(?:,\d{3})+(?:\.\d\d)?"  # amounts
+    r"|\d{3}\.\d{3}\.\d{3}"  # nota fiscal 000.123.456
+    r")$"
+)
+_MONEY = re.compile(r"[$€£¥₹₩]|R\$|\b(?:EUR|USD|GBP|CHF|BRL|JPY|CNY|KRW)\b")
+
+
+def _script_regions(text: str) -> tuple[str, ...]:
+    """Regions the script of the text suggests (tried first for national numbers)."""
+    if any("\u3040" <= c <= "\u30ff" for c in text):
+        return ("JP",)
+    if any("\uac00" <= c <= "\ud7a3" for c in text):
+        return ("KR",)
+    if any("\u4e00" <= c <= "\u9fff" for c in text):
+        return ("CN", "TW", "HK", "JP")
+    return ()
+
+
+class PhoneDetector(RuleDetector):
+    """International and national phone numbers (see the module docstring)."""
+
+    name, types = "phonenumbers", frozenset({"PHONE"})
+
+    def __init__(self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> None:
+        import phonenumbers
+
+        self._pn = phonenumbers
+        self.regions = tuple(regions)
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"regions": list(self.regions)}
+
+    def find(self, text: str, field: str) -> list[Finding]:
+        out: list[Finding] = []
+        hint: tuple[str, ...] | None = None
+        for m in _CANDIDATE.finditer(text):
+            cand = m.group().rstrip(" \t.-/(")
+            start = m.start()
+            if cand.startswith("(") and ")" not in cand:
+                cand, start = cand[1:], start + 1
+            digits = sum(c.isdigit() for c in cand)
+            if not 7 <= digits <= 15 + 6 * bool(re.search(r"x|ext|#", cand)):
+                continue
+            if _SHAPE_REJECT.match(cand) or self._money(text, start, start + len(cand)):
+                continue
+            if _NEGATIVE.search(before(text, start, 28)):
+                continue
+            says = self._says_phone(text, field, start)
+            if cand.isdigit() and not says and not cand.startswith(("00", "011")):
+                continue  # a bare digit run is a phone only if something says so
+            if hint is None:
+                hint = _script_regions(text)
+            if self._is_phone(cand, says, hint):
+                out.append(self._hit(start, start + len(cand), 0.9 if says else 0.85))
+        return out
+
+    @staticmethod
+    def _money(text: str, start: int, end: int) -> bool:
+        return bool(_MONEY.search(text[max(0, start - 4) : start] + " " + text[end : end + 5]))
+
+    def _says_phone(self, text: str, field: str, start: int) -> bool:
+        """Phone context: the field name, the 48 characters before, or a table header."""
+        header = text[: text.find("\n")] if "\n" in text[:start] else ""
+        return bool(_CONTEXT.search(f"{field} {header} {before(text, start, 48)}"))
+
+    def _is_phone(self, cand: str, says: bool, hint: tuple[str, ...]) -> bool:
+        """International readings first (`+`, `00`, `011`), then national ones per region."""
+        grouped = not cand.replace("+", "").isdigit()
+        readings: list[tuple[str, str | None]] = []
+        if cand.startswith("+"):
+            readings.append((cand, None))
+        elif cand.startswith("00") and not cand.startswith("000"):
+            readings.append(("+" + cand[2:], None))
+        elif cand.startswith("011"):
+            readings.append(("+" + cand[3:], None))
+        if not cand.startswith("+"):
+            readings += [(cand, r) for r in dict.fromkeys(hint + self.regions)]
+        pn = self._pn
+        for number, region in readings:
+            try:
+                parsed = pn.parse(number, region)
+            except pn.NumberParseException:
+                continue
+            if pn.is_valid_number(parsed):
+                return True
+            lenient = says or (region is None and grouped)
+            if lenient and pn.is_possible_number(parsed):
+                return True
+        return False
