@@ -18,7 +18,7 @@ from torch import nn
 
 from opengemma.kernels import native
 from opengemma.kv_cache import KVCache, SlidingLayerCache
-from opengemma.quant import Q8Embedding, Q8Linear
+from opengemma.quant import Q8Embedding, Q8Linear, token_ids
 
 
 class _QW(ctypes.Structure):
@@ -50,6 +50,17 @@ def _inv_freq(head_dim: int, theta: float, scaling: float) -> torch.Tensor:
     """The RoPE frequencies exactly as opengemma.model.rope_tables computes them."""
     exponents = torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim
     return (1.0 / (theta**exponents) / scaling).contiguous()
+
+
+def _c_floats(k: torch.Tensor, v: torch.Tensor, shape: tuple) -> bool:
+    """Whether a layer's keys and values are the contiguous float32 arrays decode.c indexes as
+    [n_kv, cap, head_dim] (None in `shape`: any length)."""
+    return all(
+        t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu"
+        and t.dim() == len(shape) and t.shape == k.shape
+        and all(want is None or got == want for got, want in zip(t.shape, shape, strict=True))
+        for t in (k, v)
+    )  # fmt: skip
 
 
 class NativeDecoder:
@@ -134,8 +145,13 @@ class NativeDecoder:
         if len(layers) != self.cfg.num_layers:
             return None
         rows = (_DCache * len(layers))()
+        hd, kv = self.cfg.head_dim, self.cfg.num_kv_heads
         for r, lc in zip(rows, layers, strict=True):
-            if lc.k.shape[0] != 1 or lc.k.dtype != torch.float32 or not lc.k.is_contiguous():
+            if lc is None or lc.k.shape[0] != 1 or not _c_floats(lc.k, lc.v, (1, kv, None, hd)):
+                return None
+            ring = isinstance(lc, SlidingLayerCache)
+            if ring and (lc.pos.dtype != torch.int64 or lc.pos.shape != (lc.k.shape[2],)
+                         or not lc.pos.is_contiguous()):  # fmt: skip
                 return None
             r.k, r.v, r.cap = lc.k.data_ptr(), lc.v.data_ptr(), lc.k.shape[2]
             r.pos = lc.pos.data_ptr() if isinstance(lc, SlidingLayerCache) else None
@@ -145,12 +161,14 @@ class NativeDecoder:
     def step(self, ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor | None:
         """Logits (B, 1, vocab) for one new token per cache, advancing each cache; None when
         these caches cannot be driven natively (the caller then takes the PyTorch path)."""
-        rows = [self._rows(c) for c in caches]
-        if any(r is None for r in rows) or ids.dtype != torch.long or not self.current():
+        rows = [self._rows(c) for c in caches]  # None: a cache decode.c cannot drive
+        if any(r is None for r in rows) or ids.device.type != "cpu" or not self.current():
             return None
-        pos = torch.cat([c.positions(1) for c in caches])  # checks the room left in each cache
         B = len(caches)
-        flat = ids.reshape(B).contiguous()
+        if tuple(ids.shape) != (B, 1):
+            raise ValueError(f"a decode step takes ids of shape ({B}, 1); got {tuple(ids.shape)}")
+        flat = token_ids(ids, self.cfg.vocab_size).reshape(B).contiguous()
+        pos = torch.cat([c.positions(1) for c in caches])  # checks the room left in each cache
         table = (POINTER(_DCache) * B)(*(ctypes.cast(r, POINTER(_DCache)) for r in rows))
         logits = torch.empty(B, 1, self.cfg.vocab_size, dtype=torch.float32)
         status = self.lib.decode_step(ctypes.byref(self._model), flat.data_ptr(),

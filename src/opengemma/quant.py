@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opengemma.errors import InvalidRequestError
 from opengemma.kernels import native
 
 QK = 32
@@ -50,7 +51,14 @@ def quantize_q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def dequantize_q8(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """int8 (N, K) and float32 scales (N, K/32) -> float32 (N, K)."""
+    if q.dtype != torch.int8 or q.dim() != 2:
+        raise ValueError(f"int8 values are int8 (N, K); got {q.dtype} {tuple(q.shape)}")
     N, K = q.shape
+    _check_width(K)
+    if scales.dtype != torch.float32 or tuple(scales.shape) != (N, K // QK):
+        raise ValueError(f"scales of ({N}, {K}) int8 values are float32 ({N}, {K // QK}); "
+                         f"got {scales.dtype} {tuple(scales.shape)}")  # fmt: skip
+    q, scales = _on_cpu(q).contiguous(), _on_cpu(scales).contiguous()
     lib = native()
     if lib is None:
         return (q.float().reshape(N, K // QK, QK) * scales[..., None]).reshape(N, K)
@@ -62,7 +70,34 @@ def dequantize_q8(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 
 def _check_width(K: int) -> None:
     if K % QK:
-        raise ValueError(f"input width {K} is not a multiple of {QK}")
+        raise ValueError(
+            f"width {K} is not a multiple of the block size {QK}: int8 blocks cannot hold it "
+            "(keep this matrix in float, or pad its rows to a multiple of 32)"
+        )
+
+
+def _on_cpu(t: torch.Tensor) -> torch.Tensor:
+    if t.device.type != "cpu":
+        raise ValueError(f"the int8 block kernels run on the CPU; got a tensor on {t.device}")
+    return t
+
+
+def token_ids(ids: torch.Tensor, vocab: int) -> torch.Tensor:
+    """`ids` as int64 after checking that each names one of `vocab` embedding rows: the same
+    InvalidRequestError on the float, int8 and native paths (never an out-of-bounds read)."""
+    dtype = getattr(ids, "dtype", None)
+    if dtype is None or dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        raise InvalidRequestError(
+            f"token ids must be an integer tensor; got {dtype or type(ids).__name__}"
+        )
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab:
+            raise InvalidRequestError(
+                f"token id {lo if lo < 0 else hi} is outside the vocabulary (0..{vocab - 1}); "
+                "pass ids from this model's tokenizer"
+            )
+    return ids.long()
 
 
 def quantize_q8_0(w: torch.Tensor) -> torch.Tensor:
@@ -98,7 +133,8 @@ def split_q8_0(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def dequantize_q8_0(blocks: torch.Tensor) -> torch.Tensor:
     """Q8_0 blocks (N, K/32*34) -> float32 (N, K)."""
-    N, K = blocks.shape[0], blocks.shape[1] // BLOCK_BYTES * QK
+    N, K = block_shape(blocks)
+    blocks = _on_cpu(blocks).contiguous()
     lib = native()
     if lib is None:
         return dequantize_q8(*split_q8_0(blocks))
@@ -124,10 +160,11 @@ def bf16_matmul_native() -> bool:
 
 def dequantize_q8_0_bf16(blocks: torch.Tensor) -> torch.Tensor:
     """Q8_0 blocks -> bfloat16 (N, K), rounded to nearest even."""
+    N, K = block_shape(blocks)
+    blocks = _on_cpu(blocks).contiguous()
     lib = native()
     if lib is None:
         return dequantize_q8_0(blocks).to(torch.bfloat16)
-    N, K = blocks.shape[0], blocks.shape[1] // BLOCK_BYTES * QK
     out = torch.empty(N, K, dtype=torch.bfloat16)
     lib.q8_0_dequantize_bf16(blocks.data_ptr(), out.data_ptr(), N, K, torch.get_num_threads())
     return out
@@ -135,11 +172,17 @@ def dequantize_q8_0_bf16(blocks: torch.Tensor) -> torch.Tensor:
 
 def q8_0_matmul(x: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     """x (R, K) float -> (R, N) float32 = x @ W.T for Q8_0 weights, int8 activations per block."""
+    if x.dim() != 2:
+        raise ValueError(f"activations are (rows, K); got shape {tuple(x.shape)}")
     R, K = x.shape
-    N = blocks.shape[0]
+    N, Kw = block_shape(blocks)
+    if K != Kw:
+        raise ValueError(f"activations of width {K} against weights of width {Kw}")
+    blocks = _on_cpu(blocks).contiguous()
     lib = native()
     if x.dtype != torch.float32 or not x.is_contiguous():
         x = x.float().contiguous()
+    _on_cpu(x)
     if lib is None:
         return F.linear(dequantize_q8(*quantize_q8(x)), dequantize_q8_0(blocks))
     scratch = _scratch(R * K + 4 * R * (K // QK))  # int8 activations, then their scales
@@ -186,6 +229,8 @@ class Q8Linear(nn.Module):
         return cls(quantize_q8_0(linear.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"input of width {x.shape[-1]} to a layer {self.in_features} wide")
         rows = x.reshape(-1, self.in_features)
         if rows.shape[0] <= GEMV_MAX_ROWS:
             out = q8_0_matmul(rows, self.blocks)
@@ -212,7 +257,7 @@ class Q8Embedding(nn.Module):
         return cls(quantize_q8_0(emb.weight), dtype=emb.weight.dtype)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        flat = ids.reshape(-1).contiguous()
+        flat = _on_cpu(token_ids(ids, self.num_embeddings)).reshape(-1).contiguous()
         lib = native()
         if lib is None:
             rows = dequantize_q8_0(self.blocks[flat])
