@@ -13,6 +13,7 @@ import sys
 VERBS: dict[str, tuple[str, str, str]] = {
     "run": ("opengemma.commands.run", "app", "Complete a prompt, streaming the continuation."),
     "chat": ("opengemma.commands.chat", "app", "Multi-turn chat with the Gemma turn template."),
+    "embed": ("opengemma.embed.cli", "app", "Sentence embeddings of texts (EmbeddingGemma)."),
     "info": ("opengemma.commands.info", "app", "Show a model's config and tensor inventory."),
     "build-kernels": ("opengemma.commands.build_kernels", "app",
                       "Compile the native CPU kernel variants ahead of time."),

@@ -81,11 +81,12 @@ class Embedder:
         return ids[: self.max_tokens]
 
     def tokenize(self, texts: Sequence[str], task: str | None = None, truncate: bool = True,
-                 param: str = "input") -> list[list[int]]:  # fmt: skip
+                 param: str = "input", first: int = 0) -> list[list[int]]:  # fmt: skip
+        """Token ids of each text after the task prompt; `first`: the index of texts[0]."""
         prefix = self.prompt(task)
         eos = [self.tokenizer.eos_id] if self.head.add_eos else []
         out = []
-        for i, text in enumerate(texts):
+        for i, text in enumerate(texts, first):
             if not isinstance(text, str):
                 raise InvalidRequestError(f"{param}[{i}] is {type(text).__name__}, not a string")
             if not text.strip():
