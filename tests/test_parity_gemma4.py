@@ -18,10 +18,14 @@ N = 40  # five sliding windows of 8
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """case -> (transformers model, checkpoint directory)."""
+    from tests.checkpoint.conftest import tiny_tokenizer_proto
+
     out = {}
     for case in CASES:
         ref = build_gemma4(gemma4_config(case))
-        out[case] = (ref, save_reference(ref, tmp_path_factory.mktemp(case)))
+        path = save_reference(ref, tmp_path_factory.mktemp(case))
+        (path / "tokenizer.model").write_bytes(tiny_tokenizer_proto().SerializeToString())
+        out[case] = (ref, path)
     return out
 
 
@@ -231,3 +235,41 @@ def test_presets_have_the_published_sizes(name, total, active):
     if total is not None:
         assert abs(every - total) / total < 0.01
     assert abs(every - ple - experts + routed - active) / active < 0.04
+
+
+# ---------------------------------------------------------------- GGUF (llama.cpp's gemma4)
+
+
+def _gguf_names() -> set[str]:
+    """Every tensor name gguf's own constants give the gemma4 architecture (blocks 0-9)."""
+    from gguf.constants import MODEL_ARCH, MODEL_TENSORS, TENSOR_NAMES
+
+    names = set()
+    for t in MODEL_TENSORS[MODEL_ARCH.GEMMA4]:
+        for bid in range(10):
+            base = TENSOR_NAMES[t].format(bid=bid)
+            names |= {base + ".weight", base + ".scale"}
+    return names
+
+
+@pytest.mark.parametrize("case", CAUSAL)
+def test_gguf_round_trip_keeps_logits(case, models, tmp_path):
+    """HF -> GGUF (our writer, llama.cpp's gemma4 names) -> opengemma, and GGUF -> HF ->
+    transformers: the same logits."""
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM
+
+    from opengemma.checkpoint.convert import convert
+
+    ref, path = models[case]
+    ids = random_ids(N)
+    gguf = convert(path, tmp_path / "m.gguf", "gguf", dtype="f32").path
+    stored = {t.name for t in GGUFReader(str(gguf)).tensors}
+    assert stored <= _gguf_names(), sorted(stored - _gguf_names())
+    back = convert(gguf, tmp_path / "back", "hf", dtype="f32").path
+    hf = AutoModelForCausalLM.from_pretrained(str(back), attn_implementation="eager").eval()
+    with torch.no_grad():
+        want = ref(ids).logits
+        torch.testing.assert_close(ours_from_dir(gguf)(ids), want, atol=1e-4, rtol=0)
+        torch.testing.assert_close(hf(ids).logits, want, atol=1e-4, rtol=0)
+    assert ours_from_dir(gguf).config == ours_from_dir(path).config

@@ -401,9 +401,12 @@ def _from_gguf(meta: dict[str, Any], vocab_size: int | None) -> GemmaConfig:
                 for k, v in meta.items()}  # fmt: skip
         meta["general.architecture"] = "gemma3"
         return _from_gguf(meta, vocab_size).replace(use_bidirectional_attention=True)
+    if arch == "gemma4":
+        return _gguf_gemma4(meta, vocab_size)
     if arch not in ("gemma", "gemma2", "gemma3"):
         raise ConfigError(
-            f"GGUF architecture is {arch!r}; opengemma reads gemma, gemma2 and gemma3 files"
+            f"GGUF architecture is {arch!r}; opengemma reads gemma, gemma2, gemma3, gemma4 and "
+            "gemma-embedding files"
         )
 
     def get(key: str, default: Any = field) -> Any:
@@ -449,4 +452,64 @@ def _from_gguf(meta: dict[str, Any], vocab_size: int | None) -> GemmaConfig:
         bos_token_id=int(meta.get("tokenizer.ggml.bos_token_id", 2)),
         eos_token_id=int(meta.get("tokenizer.ggml.eos_token_id", 1)),
         pad_token_id=int(meta.get("tokenizer.ggml.padding_token_id", 0)),
+    )  # fmt: skip
+
+
+def _per_layer(value: Any, n: int, name: str) -> list[int]:
+    """A GGUF count that llama.cpp writes once or once per layer, as a per-layer list."""
+    values = value if isinstance(value, list) else [value] * n
+    if len(values) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                   for v in values):  # fmt: skip
+        raise ConfigError(f"GGUF metadata gemma4.{name} is {value!r}; expected a count or "
+                          f"one per layer ({n})")  # fmt: skip
+    return values
+
+
+def _gguf_gemma4(meta: dict[str, Any], vocab_size: int | None) -> GemmaConfig:
+    """A `gemma4` GGUF (llama.cpp's converter): head widths as key_length (global layers) and
+    key_length_swa, per-layer KV-head and MLP-width arrays, shared_kv_layers. Fields only the
+    tensors tell (keys as values, layer scalars, the PLE rows) are set by the GGUF loader."""
+
+    def get(key: str, default: Any = field) -> Any:
+        if f"gemma4.{key}" in meta:
+            return meta[f"gemma4.{key}"]
+        if default is field:
+            raise ConfigError(f"GGUF metadata lacks 'gemma4.{key}'; the file is incomplete")
+        return default
+
+    n = get("block_count")
+    pattern = get("attention.sliding_window_pattern")
+    if not isinstance(pattern, list) or len(pattern) != n:
+        raise ConfigError(f"GGUF metadata gemma4.attention.sliding_window_pattern must list "
+                          f"{n} layers")  # fmt: skip
+    kinds: tuple[LayerKind, ...] = tuple("sliding" if p else "global" for p in pattern)
+    kv = _per_layer(get("attention.head_count_kv"), n, "attention.head_count_kv")
+    ffn = _per_layer(get("feed_forward_length"), n, "feed_forward_length")
+    shared = get("attention.shared_kv_layers", 0)
+    first_global = kinds.index("global") if "global" in kinds else 0
+    first_sliding = kinds.index("sliding") if "sliding" in kinds else 0
+    experts = get("expert_count", 0)
+    ple = get("embedding_length_per_layer_input", 0)
+    return GemmaConfig(
+        family="gemma4", vocab_size=vocab_size or 262_144, hidden_size=get("embedding_length"),
+        intermediate_size=ffn[0], num_layers=n, num_heads=get("attention.head_count"),
+        num_kv_heads=kv[first_sliding], head_dim=get("attention.key_length_swa"),
+        query_pre_attn_scalar=1.0, layer_types=kinds,
+        sliding_window=get("attention.sliding_window"),
+        rope_theta=float(get("rope.freq_base", 1_000_000.0)),
+        rope_local_theta=float(get("rope.freq_base_swa", 10_000.0)),
+        final_logit_softcap=get("final_logit_softcapping", None), qk_norm=True,
+        sandwich_norm=True, rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
+        max_position_embeddings=get("context_length", 131_072),
+        bos_token_id=int(meta.get("tokenizer.ggml.bos_token_id", 2)),
+        eos_token_id=int(meta.get("tokenizer.ggml.eos_token_id", 1)),
+        pad_token_id=int(meta.get("tokenizer.ggml.padding_token_id", 0)),
+        norm_offset=0.0, v_norm=True, global_head_dim=get("attention.key_length"),
+        num_global_kv_heads=kv[first_global] if kv[first_global] != kv[first_sliding] else None,
+        rope_partial_factor=0.25,
+        hidden_size_per_layer_input=ple,
+        vocab_size_per_layer_input=(vocab_size or 0) if ple else 0,
+        num_kv_shared_layers=shared, double_wide_mlp=ffn[-1] == 2 * ffn[0],
+        layer_scalar=True, num_experts=experts, top_k_experts=get("expert_used_count", 0),
+        moe_intermediate_size=get("expert_feed_forward_length", 0),
     )  # fmt: skip

@@ -25,7 +25,13 @@ from opengemma.checkpoint.core import (
 from opengemma.checkpoint.errors import CheckpointError
 from opengemma.checkpoint.gguf_keys import ARCHS, EMBED_HEAD_TENSORS, LOCAL_BASE_KEY, QPAS_KEY
 from opengemma.checkpoint.gguf_reader import GGUFFile
-from opengemma.checkpoint.keymap import describe, gguf_to_ours, is_norm
+from opengemma.checkpoint.keymap import (
+    GGUF_DERIVED,
+    describe,
+    gguf_to_ours,
+    is_norm,
+    keeps_float,
+)
 from opengemma.config import GemmaConfig
 from opengemma.errors import ConfigError
 
@@ -51,7 +57,11 @@ def gguf_config(gf: GGUFFile) -> GemmaConfig:
         raise CheckpointError(
             f"{path}: GGUF architecture is {arch!r}; opengemma reads {', '.join(ARCHS)} files"
         )
-    check_config_numbers({k: meta.get(f"{arch}.{k}") for k in _SIZE_KEYS}, path, "GGUF metadata")
+    sizes = {k: meta.get(f"{arch}.{k}") for k in _SIZE_KEYS}
+    for k, v in sizes.items():  # Gemma 4 writes some counts once per layer: check each
+        if isinstance(v, list):
+            sizes[k] = max(v, key=lambda x: x if isinstance(x, int) else 1 << 62) if v else None
+    check_config_numbers(sizes, path, "GGUF metadata")
     for key in _FLOAT_KEYS:
         value = meta.get(f"{arch}.{key}")
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -70,7 +80,31 @@ def gguf_config(gf: GGUFFile) -> GemmaConfig:
         config = GemmaConfig.from_gguf_metadata(meta, vocab_size=embed.shape[0])
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+    if config.family == "gemma4":
+        config = _gemma4_tensor_fields(config, gf)
     return _own_fields(config, meta, path)
+
+
+def _gemma4_tensor_fields(config: GemmaConfig, gf: GGUFFile) -> GemmaConfig:
+    """What a gemma4 file tells by its tensors: global layers without `attn_v` take values from
+    the keys; `layer_output_scale` present or not; the rows of the per-layer table; the share
+    of each global head that RoPE rotates (llama.cpp's `rope_freqs`: 1 for a rotated pair, a
+    huge factor for a still one)."""
+    t = gf.tensors
+    producers = [i for i in range(config.num_layers) if config.kv_source(i) == i]
+    globals_ = [i for i in producers if config.layer_types[i] == "global"]
+    k_eq_v = bool(globals_) and all(f"blk.{i}.attn_v.weight" not in t for i in globals_)
+    changes: dict[str, Any] = {"attention_k_eq_v": k_eq_v,
+                               "layer_scalar": "blk.0.layer_output_scale.weight" in t}  # fmt: skip
+    if "per_layer_token_embd.weight" in t:
+        changes["vocab_size_per_layer_input"] = t["per_layer_token_embd.weight"].shape[0]
+    if "rope_freqs.weight" in t:
+        factors = gf.load("rope_freqs.weight", torch.float32)
+        changes["rope_partial_factor"] = float((factors == 1.0).sum()) / max(factors.numel(), 1)
+    try:
+        return config.replace(**changes)
+    except ConfigError as exc:
+        raise CheckpointError(f"{gf.path}: {exc}") from None
 
 
 def _own_fields(config: GemmaConfig, meta: dict[str, Any], path: Path) -> GemmaConfig:
@@ -97,7 +131,7 @@ def gguf_shapes(gf: GGUFFile) -> dict[str, tuple[int, ...]]:
         if name is None:
             # an untied copy of the embedding (Gemma ties them); EmbeddingGemma's projections,
             # which opengemma.embed reads
-            if gguf_name not in ("output.weight", *EMBED_HEAD_TENSORS):
+            if gguf_name not in ("output.weight", *EMBED_HEAD_TENSORS, *GGUF_DERIVED):
                 unknown.append(gguf_name)
             continue
         shapes[name] = info.shape
@@ -132,7 +166,9 @@ def load_gguf(
         for key in _VOCAB_ARRAYS:  # tens of MB of Python objects, not needed any more
             if key in gf.metadata:
                 gf.metadata[key] = None
-    matrices = [n for n, t in gf.tensors.items() if len(t.shape) == 2 and gguf_to_ours(n)]
+    ours = {n: gguf_to_ours(n) for n in gf.tensors}
+    matrices = [n for n, t in gf.tensors.items()
+                if len(t.shape) == 2 and ours[n] and not keeps_float(ours[n])]  # fmt: skip
     if quant == "auto":
         stored = {gf.tensors[n].type_name for n in matrices}
         quant = "q8" if stored - set(_FLOAT_TYPES) else "none"
@@ -145,8 +181,9 @@ def load_gguf(
         if quant == "q8" and gguf_name in matrices:
             quantized[name] = gf.load_q8_0(gguf_name)
             continue
-        # llama.cpp stores Gemma norm weights as w + 1
-        tensors[name] = gf.load(gguf_name, dtype, _minus_one if is_norm(name) else None)
+        # llama.cpp stores Gemma 1-3 norm weights as w + 1 (Gemma 4's as they are)
+        shifted = is_norm(name) and config.norm_offset == 1.0
+        tensors[name] = gf.load(gguf_name, dtype, _minus_one if shifted else None)
     infos = gf.tensors.values()
     info = {
         "metadata": metadata,

@@ -22,7 +22,7 @@ QPAS_KEY = "opengemma.query_pre_attn_scalar"
 LOCAL_BASE_KEY = "opengemma.rope_local_freq_base"
 
 # architectures whose `{arch}.*` keys below are checked
-ARCHS = ("gemma", "gemma2", "gemma3", "gemma-embedding")
+ARCHS = ("gemma", "gemma2", "gemma3", "gemma4", "gemma-embedding")
 # EmbeddingGemma's two sentence-transformers Dense layers (2_Dense, 3_Dense), as llama.cpp's
 # converter names them; not decoder tensors (opengemma.embed reads them)
 EMBED_HEAD_TENSORS = ("dense_2.weight", "dense_3.weight")
@@ -37,9 +37,19 @@ SCALARS: dict[str, frozenset[int]] = {
     "{arch}.context_length": INTEGER,
     "{arch}.embedding_length": INTEGER,
     "{arch}.block_count": INTEGER,
-    "{arch}.feed_forward_length": INTEGER,
+    "{arch}.feed_forward_length": INTEGER | {ARRAY},  # Gemma 4: once per layer
     "{arch}.attention.head_count": INTEGER,
-    "{arch}.attention.head_count_kv": INTEGER,
+    "{arch}.attention.head_count_kv": INTEGER | {ARRAY},  # Gemma 4: once per layer
+    "{arch}.attention.key_length_swa": INTEGER,
+    "{arch}.attention.value_length_swa": INTEGER,
+    "{arch}.attention.shared_kv_layers": INTEGER,
+    "{arch}.embedding_length_per_layer_input": INTEGER,
+    "{arch}.expert_count": INTEGER,
+    "{arch}.expert_used_count": INTEGER,
+    "{arch}.expert_feed_forward_length": INTEGER,
+    "{arch}.rope.freq_base_swa": NUMBER,
+    "{arch}.rope.dimension_count": INTEGER,
+    "{arch}.rope.dimension_count_swa": INTEGER,
     "{arch}.attention.key_length": INTEGER,
     "{arch}.attention.value_length": INTEGER,
     "{arch}.attention.sliding_window": INTEGER,

@@ -35,16 +35,52 @@ def gguf_arch(cfg: GemmaConfig) -> str:
     return cfg.family
 
 
+def _count(w: GGUFWriter, key: str, values: list[int]) -> None:
+    """A count written once, or once per layer where layers differ (llama.cpp's Gemma 4)."""
+    if len(set(values)) == 1:
+        w.add_uint32(key, values[0])
+    else:
+        w.add_array(key, values)
+
+
+def _add_gemma4(w: GGUFWriter, cfg: GemmaConfig) -> None:
+    """The keys llama.cpp's gemma4 converter adds (the sliding layers' head width, KV sharing,
+    per-layer embeddings, experts, the sliding layers' RoPE base)."""
+    w.add_uint32("gemma4.attention.key_length_swa", cfg.head_dim)
+    w.add_uint32("gemma4.attention.value_length_swa", cfg.head_dim)
+    w.add_uint32("gemma4.attention.shared_kv_layers", cfg.num_kv_shared_layers)
+    w.add_uint32("gemma4.embedding_length_per_layer_input", cfg.hidden_size_per_layer_input)
+    w.add_float32("gemma4.rope.freq_base_swa", cfg.rope_local_theta)
+    w.add_uint32("gemma4.rope.dimension_count", cfg.global_head_dim or cfg.head_dim)
+    w.add_uint32("gemma4.rope.dimension_count_swa", cfg.head_dim)
+    if cfg.num_experts:
+        w.add_uint32("gemma4.expert_count", cfg.num_experts)
+        w.add_uint32("gemma4.expert_used_count", cfg.top_k_experts)
+        w.add_uint32("gemma4.expert_feed_forward_length", cfg.moe_intermediate_size)
+
+
+def rope_freqs(cfg: GemmaConfig) -> torch.Tensor:
+    """llama.cpp's `rope_freqs` of Gemma 4 global layers: frequency divisors per pair, 1 for a
+    rotated pair and 1e30 (frequency 0) for the pairs proportional RoPE leaves still."""
+    half = (cfg.global_head_dim or cfg.head_dim) // 2
+    rotated = int(cfg.rope_partial_factor * half)
+    return torch.tensor([1.0] * rotated + [1e30] * (half - rotated), dtype=torch.float32)
+
+
 def _add_hparams(w: GGUFWriter, cfg: GemmaConfig) -> None:
     arch = gguf_arch(cfg)
+    n = cfg.num_layers
     w.add_uint32(f"{arch}.context_length", cfg.max_position_embeddings)
     w.add_uint32(f"{arch}.embedding_length", cfg.hidden_size)
     w.add_uint32(f"{arch}.block_count", cfg.num_layers)
-    w.add_uint32(f"{arch}.feed_forward_length", cfg.intermediate_size)
+    _count(w, f"{arch}.feed_forward_length", [cfg.layer_intermediate(i) for i in range(n)])
     w.add_uint32(f"{arch}.attention.head_count", cfg.num_heads)
-    w.add_uint32(f"{arch}.attention.head_count_kv", cfg.num_kv_heads)
-    w.add_uint32(f"{arch}.attention.key_length", cfg.head_dim)
-    w.add_uint32(f"{arch}.attention.value_length", cfg.head_dim)
+    _count(w, f"{arch}.attention.head_count_kv", [cfg.layer_kv_heads(i) for i in range(n)])
+    head = cfg.global_head_dim or cfg.head_dim  # llama.cpp: key_length is the global layers'
+    w.add_uint32(f"{arch}.attention.key_length", head)
+    w.add_uint32(f"{arch}.attention.value_length", head)
+    if arch == "gemma4":
+        _add_gemma4(w, cfg)
     w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", cfg.rms_norm_eps)
     if arch != "gemma":
         w.add_float32(f"{arch}.rope.freq_base", cfg.rope_theta)
@@ -92,11 +128,11 @@ def _add_tokenizer(w: GGUFWriter, proto, cfg: GemmaConfig, add_eos: bool = False
     w.add_bool("tokenizer.ggml.add_space_prefix", False)
 
 
-def _stored(t: torch.Tensor, name: str, qtype: GGMLQuantizationType) -> np.ndarray:
+def _stored(t: torch.Tensor, name: str, qtype: GGMLQuantizationType, shift: bool) -> np.ndarray:
     """The bytes (or numbers) GGUF stores for one of our tensors."""
     x = t.detach().to(torch.float32)
-    if is_norm(name):
-        x = x + 1.0  # llama.cpp's Gemma convention
+    if shift and is_norm(name):
+        x = x + 1.0  # llama.cpp's Gemma 1-3 convention (Gemma 4 stores the scale itself)
     return quantize(x.numpy(), qtype)
 
 
@@ -137,6 +173,10 @@ def write_gguf(
         w.add_uint32("general.quantization_version", 2)
         named = [(ours_to_gguf(n), n, t) for n, t in tensors.items()]
         named += [(n, n, t) for n, t in head.items()]
+        if config.family == "gemma4" and "global" in config.layer_types:
+            extra = {"rope_freqs.weight": rope_freqs(config)}
+            plan.update({n: storage_type(tuple(t.shape), qtype) for n, t in extra.items()})
+            named += [(n, n, t) for n, t in extra.items()]
         for gguf_name, n, t in named:
             block, size = GGML_QUANT_SIZES[plan[n]]
             shape = tuple(t.shape)
@@ -146,6 +186,6 @@ def write_gguf(
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
         for _, n, t in named:
-            w.write_tensor_data(_stored(t, n, plan[n]))
+            w.write_tensor_data(_stored(t, n, plan[n], config.norm_offset == 1.0))
         w.close()
     return {n: q.name for n, q in plan.items()}

@@ -20,7 +20,8 @@ from opengemma.config import GemmaConfig
 DEFAULT_SHARD_BYTES = 2 * 1000**3  # 2 GB per safetensors shard
 _ARCH = {"gemma": ("gemma", "GemmaForCausalLM", "hidden_act"),
          "gemma2": ("gemma2", "Gemma2ForCausalLM", "hidden_activation"),
-         "gemma3": ("gemma3_text", "Gemma3ForCausalLM", "hidden_activation")}  # fmt: skip
+         "gemma3": ("gemma3_text", "Gemma3ForCausalLM", "hidden_activation"),
+         "gemma4": ("gemma4_text", "Gemma4ForCausalLM", "hidden_activation")}  # fmt: skip
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -62,6 +63,30 @@ def hf_config_dict(cfg: GemmaConfig, dtype: torch.dtype) -> dict[str, Any]:
         "sliding_attention": {"rope_type": "default", "rope_theta": cfg.rope_local_theta},
     }
     d["rope_local_base_freq"] = cfg.rope_local_theta
+    return d if cfg.family != "gemma4" else _gemma4_fields(cfg, d)
+
+
+def _gemma4_fields(cfg: GemmaConfig, d: dict[str, Any]) -> dict[str, Any]:
+    """The Gemma 4 keys, as the published config.json files spell them."""
+    for key in ("query_pre_attn_scalar", "attn_logit_softcapping", "rope_local_base_freq"):
+        d.pop(key)
+    full = {"rope_type": "proportional", "partial_rotary_factor": cfg.rope_partial_factor,
+            "rope_theta": cfg.rope_theta}  # fmt: skip
+    if cfg.rope_scaling != 1.0:
+        full["factor"] = cfg.rope_scaling
+    d["rope_parameters"]["full_attention"] = full
+    d.pop("rope_scaling", None)
+    d.update(
+        global_head_dim=cfg.global_head_dim or cfg.head_dim,
+        num_global_key_value_heads=cfg.num_global_kv_heads, attention_k_eq_v=cfg.attention_k_eq_v,
+        hidden_size_per_layer_input=cfg.hidden_size_per_layer_input,
+        vocab_size_per_layer_input=cfg.vocab_size_per_layer_input or cfg.vocab_size,
+        num_kv_shared_layers=cfg.num_kv_shared_layers, use_double_wide_mlp=cfg.double_wide_mlp,
+        enable_moe_block=bool(cfg.num_experts), num_experts=cfg.num_experts or None,
+        top_k_experts=cfg.top_k_experts or None,
+        moe_intermediate_size=cfg.moe_intermediate_size or None,
+        use_bidirectional_attention="all" if cfg.use_bidirectional_attention else None,
+    )  # fmt: skip
     return d
 
 
