@@ -9,14 +9,15 @@ modules `pii_numbers` (structured identifiers), `pii_phone` (PHONE), `pii_secret
 credentials), `pii_entities`, `pii_names`, `pii_cjk` (PERSON), `pii_address` (STREET_ADDRESS)
 <- this module <- clients such as `opengemma.data.scrub`.
 Detection stays under `safety/` (it judges text, whoever produced it); `data/` is its client.
-A new recognizer (the Gemma model itself, say) plugs in by implementing `Detector` and being
-passed to `Scanner(extra_detectors=...)`.
+A new recognizer plugs in by implementing `Detector` and being passed to
+`Scanner(extra_detectors=...)`; one that should see what the others found (the Gemma second
+pass, `pii_gemma.GemmaPIIDetector`) implements `SecondPass` and goes in `second_pass=...`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from opengemma.safety import pii_entities as ent
 from opengemma.safety.pii_address import StreetAddressDetector
@@ -51,6 +52,16 @@ RULE_DETECTORS: tuple[type[RuleDetector], ...] = (
     IpAddressDetector, UrlCredentialsDetector, ApiKeyDetector, PrivateKeyDetector,
     DateOfBirthDetector,
 )  # fmt: skip
+
+
+class SecondPass(Protocol):
+    """A detector that runs after the others and sees their findings (a Gemma model, say)."""
+
+    def second_pass(
+        self, texts: Sequence[str], found: Sequence[Sequence[Finding]]
+    ) -> list[list[Finding]]: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 def parse_types(spec: str | Iterable[str] | None) -> frozenset[str]:
@@ -92,8 +103,10 @@ class Scanner:
         ner_model: str = DEFAULT_SPACY_MODEL,
         strict: bool = False,
         extra_detectors: Sequence[Detector] = (),
+        second_pass: Sequence[SecondPass] = (),
     ) -> None:
         self.types = parse_types(types)
+        self.second = list(second_pass)
         self.skipped: dict[str, str] = {}
         self.detectors: list[Detector] = []
         for cls in RULE_DETECTORS:
@@ -124,7 +137,7 @@ class Scanner:
 
     def describe(self) -> list[dict[str, Any]]:
         """What ran: one entry per detector (name, types, rule or model, model version)."""
-        return [d.describe() for d in self.detectors]
+        return [d.describe() for d in [*self.detectors, *self.second]]
 
     def scan(
         self, texts: Sequence[str], fields: Sequence[str] | None = None
@@ -135,4 +148,8 @@ class Scanner:
         for det in self.detectors:
             for i, hits in enumerate(det.detect(texts, fields)):
                 found[i].extend(h for h in hits if h.type in self.types)
-        return [resolve_overlaps(f) if len(f) > 1 else f for f in found]
+        found = [resolve_overlaps(f) if len(f) > 1 else f for f in found]
+        for det in self.second:  # sees what the detectors found; adds what they missed
+            for i, hits in enumerate(det.second_pass(texts, found)):
+                found[i] = resolve_overlaps(found[i] + [h for h in hits if h.type in self.types])
+        return found

@@ -97,6 +97,7 @@ _ZH = re.compile(
     rf"(?:[{_KANJI}]{{2,4}}(?:省|自治区))?[{_KANJI}]{{2,4}}市[{_KANJI}]{{1,8}}?[区县]"
     rf"[{_KANJI}]{{1,12}}?(?:路|街|道|巷|大道|胡同)\d{{1,5}}号(?:[{_KANJI}\d]{{0,10}}?[室楼层])?"
 )
+_ZH_LEAD = frozenset("请寄至送到往于在是为的址住我你他她您发邮")
 _KO = re.compile(
     r"[가-힣]{2,6}(?:특별시|광역시|특별자치시|특별자치도|도)(?:[ \t]+[가-힣]{1,6}(?:시|군|구)){1,2}"
     r"(?:[ \t]+[가-힣]{1,8}(?:읍|면|동))?[ \t]+[가-힣0-9]{1,12}(?:로|길)[ \t]?\d{1,5}(?:-\d{1,5})?"
@@ -159,8 +160,13 @@ class StreetAddressDetector(RuleDetector):
                 end = self._extend(text, m.end())
                 if end > m.end() or not needs_tail:
                     out.append(self._hit(m.start(), end, 0.8 if end > m.end() else 0.7))
-        for pattern in (_MILITARY, _JP, _ZH, _KO):
+        for pattern in (_MILITARY, _JP, _KO):
             out += [self._hit(m.start(), m.end(), 0.8) for m in pattern.finditer(text)]
+        for m in _ZH.finditer(text):
+            start = m.start()
+            while text[start] in _ZH_LEAD and _ZH.fullmatch(text, start + 1, m.end()):
+                start += 1  # 寄至北京市...: the verb before the city is not the address
+            out.append(self._hit(start, m.end(), 0.8))
         return out
 
     @staticmethod

@@ -1,9 +1,10 @@
 """PERSON in Japanese, Chinese and Korean text, chosen per span by script.
 
-- Japanese (a Han/kana run that has kana in it, or is next to kana): the morphological
-  analyser MeCab through `fugashi` with the `unidic-lite` dictionary; consecutive tokens tagged
-  固有名詞/人名 (surname 姓, given name 名) form one name. A lone surname or given name counts
-  when an honorific (様, さん, 氏, 先生...) or a cue (氏名, 担当, 名前) sits next to it.
+- Japanese (text with kana, or with words only Japanese writes: 様, 氏名, 〒,
+  丁目): the morphological analyser MeCab through `fugashi` with the `unidic-lite`
+  dictionary; consecutive tokens tagged 固有名詞/人名 (surname 姓, given name 名)
+  form one name. A lone surname or given name counts when an honorific (様, さん,
+  氏, 先生...) or a cue (氏名, 担当, 名前) sits next to it.
 - Chinese (a Han run without kana): `jieba`'s part-of-speech tagger, tag `nr` (person name),
   kept when the name starts with one of the common Chinese surnames.
 - Korean (Hangul): a rule -- a common surname syllable + one to three syllables next to an
@@ -24,6 +25,8 @@ from opengemma.safety.pii_base import Finding, PIIError, RuleDetector
 _HAN_KANA = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff々〆ヵヶー・ 　]+")
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _JP_HONORIFIC = ("様", "さま", "さん", "氏", "君", "くん", "ちゃん", "先生", "殿", "です", "と申")
+# Characters and words only Japanese writes (a kanji-only Japanese text still has them).
+_JP_MARKERS = ("様", "氏名", "担当", "〒", "丁目", "株式会社", "円", "電話", "住所")
 _JP_CUE = ("氏名", "名前", "担当", "署名", "宛名", "差出人")
 # The hundred or so most common Chinese surnames (single characters) and the compound ones.
 _ZH_SURNAMES = frozenset(
@@ -100,7 +103,7 @@ class CjkPersonDetector(RuleDetector):
             out += self._korean(text)
         if not any("\u4e00" <= c <= "\u9fff" or "\u3040" <= c <= "\u30ff" for c in text):
             return out
-        japanese = bool(_KANA.search(text))
+        japanese = bool(_KANA.search(text)) or any(w in text for w in _JP_MARKERS)
         for m in _HAN_KANA.finditer(text):
             run = m.group()
             if not any("\u4e00" <= c <= "\u9fff" for c in run):
