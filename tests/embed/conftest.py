@@ -56,7 +56,7 @@ def build_tiny_embedding(root: Path, embedded_path: Path, seed: int = 0) -> Tiny
         Dense(96, 48, bias=False, activation_function=identity),
         Normalize(),
     ]
-    out = root / "st"
+    out = root / "tiny-embeddinggemma"
     SentenceTransformer(modules=modules, prompts=PROMPTS, device="cpu").save(str(out))
     shutil.copy(base / "tokenizer.model", out / "tokenizer.model")  # as the Hub repo ships it
     return TinyEmbedding(out, SentenceTransformer(str(out), device="cpu"))
