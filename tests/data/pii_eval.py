@@ -155,15 +155,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--split", default="tuning", choices=SPLITS)
     ap.add_argument("--types", default=None)
     ap.add_argument("--errors", action="store_true", help="list every miss and false alarm")
-    ap.add_argument("--detector", default="rules", choices=("rules", "gemma"))
-    ap.add_argument("--model", default=None, help="GGUF / HF dir for --detector gemma")
+    ap.add_argument("--detector", default="rules", choices=("rules", "gemma", "gemma-only"),
+                    help="rules; rules + the Gemma second pass; the Gemma pass alone")  # fmt: skip
+    ap.add_argument("--model", default=None, help="GGUF / HF dir for the Gemma pass")
     args = ap.parse_args(argv)
-    extra = []
-    if args.detector == "gemma":
+    if args.detector == "rules":
+        _, cells, errs = run(args.split, Scanner(args.types, strict=True))
+    else:
         from opengemma.safety.pii_gemma import GemmaPIIDetector
 
-        extra = [GemmaPIIDetector(args.model)]
-    _, cells, errs = run(args.split, Scanner(args.types, strict=True, second_pass=extra))
+        gemma = GemmaPIIDetector(args.model)
+        if args.detector == "gemma":
+            _, cells, errs = run(args.split, Scanner(args.types, strict=True, second_pass=[gemma]))
+        else:
+            records = load(args.split)
+            found = gemma.second_pass([r.text for r in records], [[] for _ in records])
+            preds = [[(f.start, f.end, f.type) for f in fs] for fs in found]
+            cells, errs = evaluate(records, preds)
     print(table(cells))
     if args.errors:
         for e in errs:

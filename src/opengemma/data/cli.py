@@ -70,6 +70,12 @@ def scrub(
     ] = None,
     ngram: Annotated[int, typer.Option(help="Decontamination n-gram length.")] = 13,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress")] = None,
+    detector: Annotated[
+        str, typer.Option(help="rules|gemma (a Gemma model's second pass after the rules).")
+    ] = "rules",
+    model: Annotated[
+        str | None, typer.Option(help="Gemma model for --detector gemma (default: embedded).")
+    ] = None,
 ) -> None:
     """Scrub personal data and secrets from INPUT files into OUTPUT."""
     from opengemma.data.pipeline import ScrubJob, run_scrub
@@ -87,6 +93,8 @@ def scrub(
             if phone_regions
             else DEFAULT_PHONE_REGIONS,
             strict_types=bool(types),
+            detector=detector,
+            model=model,
         )
         job = ScrubJob(
             inputs=list(inputs),

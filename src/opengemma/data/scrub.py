@@ -18,6 +18,7 @@ from opengemma.data.formats import ScrubError
 from opengemma.safety.pii import DEFAULT_PHONE_REGIONS, Finding, Scanner, parse_types
 
 OPERATORS = ("replace", "mask", "hash", "redact", "drop")
+DETECTORS = ("rules", "gemma")
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,14 @@ class ScrubOptions:
     hash_key: bytes | None = None  # HMAC key of the `hash` operator
     phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
     strict_types: bool = False  # types were named explicitly: a missing model is an error
+    detector: str = "rules"  # "gemma": a Gemma model's second pass after the rules
+    model: str | None = None  # the Gemma model of that pass (None = the embedded default)
 
     def __post_init__(self) -> None:
         if self.operator not in OPERATORS:
             raise ScrubError(f"unknown operator {self.operator!r}; choose from {OPERATORS}")
+        if self.detector not in DETECTORS:
+            raise ScrubError(f"unknown detector {self.detector!r}; choose from {DETECTORS}")
         if self.operator == "hash" and not self.hash_key:
             raise ScrubError(
                 "--operator hash needs a key: --hash-key-file FILE or $OPENGEMMA_SCRUB_KEY"
@@ -95,8 +100,16 @@ class Scrubber:
     def __init__(self, options: ScrubOptions) -> None:
         self.options = options
         types = options.types or parse_types(None)
+        second = []
+        if options.detector == "gemma":
+            from opengemma.safety.pii_gemma import GemmaPIIDetector  # loads a model: only if asked
+
+            second.append(GemmaPIIDetector(options.model))
         self.scanner = Scanner(
-            types, phone_regions=options.phone_regions, strict=options.strict_types
+            types,
+            phone_regions=options.phone_regions,
+            strict=options.strict_types,
+            second_pass=second,
         )
 
     def targets(self, value: dict[str, Any]) -> list[tuple[str, str]] | str:
