@@ -9,7 +9,6 @@ them up.
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from opengemma.data.formats import (
     detect_format,
     read_records,
 )
+from opengemma.data.outcomes import finding_entries, quarantine_entry, record_id, scanned_text
 from opengemma.data.report import Report
 from opengemma.data.scrub import Outcome, ScrubOptions
 from opengemma.safety.pii import TYPES
@@ -54,6 +54,10 @@ class ScrubJob:
     ngram: int = 13
     chunk_size: int = 256
     progress: bool = False
+    address: str | None = None  # Ray cluster to join (engine "ray"); None: a local one
+    shards: bool = False  # write OUTPUT as a folder of part files plus manifest.json (Ray)
+    resume: bool = False  # reuse the finished shards of an interrupted Ray run
+    preserve_order: bool = False  # one-file Ray output in input order (else as shards finish)
 
     def validate(self) -> str:
         """Check paths before anything is written; return the record format."""
@@ -71,25 +75,6 @@ class ScrubJob:
         if self.quarantine is None:
             self.quarantine = self.output.with_name(self.output.name + ".quarantine.jsonl")
         return detect_format(self.inputs, self.fmt)
-
-
-def _record_id(rec: Record) -> Any:
-    value = rec.value or {}
-    rid = value.get("id")
-    return rid if isinstance(rid, str | int) and not isinstance(rid, bool) else rec.index
-
-
-def _quarantine_entry(rec: Record, reason: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"file": rec.source, "line": rec.line, "index": rec.index,
-                             "reason": reason}  # fmt: skip
-    if rec.raw is not None:
-        try:
-            entry["raw"] = rec.raw.decode("utf-8")
-        except UnicodeDecodeError:
-            entry["raw_base64"] = base64.b64encode(rec.raw).decode("ascii")
-    elif rec.value is not None:
-        entry["value"] = rec.value
-    return entry
 
 
 class _Run:
@@ -139,7 +124,7 @@ class _Run:
         if error is not None:
             rep.quarantined += 1
             rep.quarantine_reasons[error.split(" at ")[0]] += 1
-            self.quarantine.write(_quarantine_entry(rec, error))
+            self.quarantine.write(quarantine_entry(rec, error))
             return
         self._log_findings(rec, out)
         if out.dropped:
@@ -158,20 +143,17 @@ class _Run:
         rep.written += 1
 
     def _text(self, value: dict[str, Any]) -> str:
-        found = self.engine.scrubber.targets(value)
-        return "\n".join(t for _, t in found) if not isinstance(found, str) else ""
+        return scanned_text(self.engine.scrubber, value)
 
     def _log_findings(self, rec: Record, out: Outcome) -> None:
         if not out.findings:
             return
         self.report.records_with_findings += 1
-        rid = _record_id(rec)
-        for path, f in out.findings:
+        for _, f in out.findings:
             self.report.findings[f.type] += 1
-            if self.findings is not None:
-                self.findings.write({"record": rid, "field": path, "start": f.start,
-                                     "end": f.end, "type": f.type, "score": f.score,
-                                     "detector": f.detector})  # fmt: skip
+        if self.findings is not None:
+            for entry in finding_entries(record_id(rec), out):
+                self.findings.write(entry)
 
     def commit(self) -> None:
         for w in self.writers:
@@ -194,6 +176,12 @@ def _progress(enabled: bool, total: int) -> Any:
 
 def run_scrub(job: ScrubJob) -> Report:
     """Run a job to completion and return its report; on failure no output file appears."""
+    if job.engine == "ray":
+        from opengemma.data.ray_pipeline import run_ray
+
+        return run_ray(job)
+    if job.shards or job.resume or job.address:
+        raise ScrubError("--shards, --resume and --address need --engine ray")
     fmt = job.validate()
     started = time.perf_counter()
     engine = make_engine(job.engine, job.options, job.workers)

@@ -35,6 +35,7 @@ class Report:
     bytes_read: int = 0
     elapsed_s: float = 0.0
     side_files: dict[str, str] = field(default_factory=dict)
+    resumed_shards: int = 0  # shard passes a Ray `--resume` run found finished (and skipped)
 
     @property
     def accounted(self) -> bool:
@@ -65,6 +66,7 @@ class Report:
             "detectors": self.detectors,
             "skipped_detectors": self.skipped_detectors,
             "files": self.side_files,
+            "resumed_shards": self.resumed_shards,
             "bytes_read": self.bytes_read,
             "elapsed_s": round(self.elapsed_s, 3),
             "records_per_s": round(self.read / secs, 1),
