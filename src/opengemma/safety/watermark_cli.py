@@ -1,4 +1,5 @@
-"""`opengemma watermark`: make keys, generate watermarked text, detect the watermark."""
+"""`opengemma watermark`: make keys, generate watermarked text, detect the watermark, scan for
+watermarked segments."""
 
 from __future__ import annotations
 
@@ -107,6 +108,33 @@ def detect(
         verdict = "WATERMARKED" if d.watermarked else "not watermarked"
         print(f"{verdict}: p-value {d.p_value:.3g} (alpha {alpha:g}), weighted mean "
               f"{d.score:.4f}, mean {d.mean:.4f}, {d.num_scored} n-grams scored")  # fmt: skip
+
+
+@app.command()
+@cli_errors
+def scan(
+    file: str = typer.Argument(..., help="Text file, '-' for stdin, or .jsonl with 'text'."),
+    keys: Path = typer.Option(..., "--keys", "-k", help=KEYS_HELP),  # noqa: B008
+    model: str = typer.Option(None, "--model", "-m", help="Tokenizer source. " + MODEL_HELP),
+    alpha: float = typer.Option(1e-3, help="Report a segment below this corrected p-value."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (JSON lines)."),
+) -> None:
+    """Is there a watermarked segment inside FILE? A sliding-window scan whose p-value is
+    corrected for the number of windows tested."""
+    from opengemma.safety.watermark import WatermarkConfig
+    from opengemma.safety.watermark_scan import scan as scan_text
+
+    cfg = WatermarkConfig.load(keys)
+    tok = _tokenizer(model)
+    for text in _read_texts(file):
+        seg = scan_text(text, cfg, tok, alpha=alpha)
+        if as_json:
+            print(json.dumps(seg.to_dict()))
+            continue
+        verdict = "WATERMARKED SEGMENT" if seg.watermarked else "no watermarked segment"
+        print(f"{verdict}: corrected p-value {seg.p_corrected:.3g} (alpha {alpha:g}, "
+              f"{seg.windows} windows), best window tokens {seg.start}-{seg.end} "
+              f"(characters {seg.char_start}-{seg.char_end}), z {seg.z:.2f}")  # fmt: skip
 
 
 @app.command()
