@@ -2,8 +2,10 @@
 
 `<bos>` then, per turn, `<start_of_turn>{role}\\n{content}<end_of_turn>\\n`; the generation
 prompt is `<start_of_turn>model\\n`. Control tokens are inserted as ids; user content is
-tokenized as plain text, so a user who types `<start_of_turn>` cannot forge a turn. Gemma has no
-system role: system text is prepended to the first user turn (as Gemma 3's template does).
+tokenized as plain text, so a user who types `<start_of_turn>` cannot forge a turn. Gemma 1-3
+have no system role: system text is prepended to the first user turn (as Gemma 3's template
+does). Gemma 4 writes the same structure with `<|turn>`/`<turn|>` and a `system` turn of its own;
+the tokenizer's vocabulary (`Tokenizer.chat_style`) says which template a checkpoint speaks.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ def _content_text(content: Any) -> str:
     raise InvalidRequestError("message content must be a string or a list of text parts")
 
 
-def normalize(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """Validate and fold messages into alternating (role, text) turns starting with user."""
+def normalize(
+    messages: Sequence[Mapping[str, Any]], system_role: bool = False
+) -> list[tuple[str, str]]:
+    """Validate and fold messages into alternating (role, text) turns starting with user; system
+    text becomes a leading ("system", text) turn with `system_role`, else joins the first turn."""
     if not messages:
         raise InvalidRequestError("messages is empty; send at least one user message")
     system: list[str] = []
@@ -60,7 +65,9 @@ def normalize(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
         turns.append((ROLES[role], text.strip()))  # the published templates trim content
     if not turns:
         raise InvalidRequestError("messages hold no user turn")
-    if system:
+    if system and system_role:
+        turns.insert(0, ("system", "\n\n".join(s.strip() for s in system)))
+    elif system:
         turns[0] = ("user", "\n\n".join(system) + "\n\n" + turns[0][1])
     return turns
 
@@ -74,7 +81,8 @@ def chat_prompt_ids(
         raise InvalidRequestError("this tokenizer has no <start_of_turn>/<end_of_turn> tokens")
     newline = tokenizer.encode_plain("\n")
     ids = [tokenizer.bos_id]
-    for role, text in normalize(messages):
+    system_role = getattr(tokenizer, "chat_style", "gemma") == "gemma4"
+    for role, text in normalize(messages, system_role):
         ids += [start, *tokenizer.encode_plain(f"{role}\n{text}"), end, *newline]
     if add_generation_prompt:
         ids += [start, *tokenizer.encode_plain("model\n")]
@@ -82,12 +90,17 @@ def chat_prompt_ids(
 
 
 def chat_prompt_text(
-    messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
-) -> str:
+    messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+    style: str = "gemma",
+) -> str:  # fmt: skip
     """The same prompt as text (for display and for comparison with other tools)."""
+    start, end = ("<|turn>", "<turn|>") if style == "gemma4" else TURN_MARKS
     out = ["<bos>"]
-    for role, text in normalize(messages):
-        out.append(f"<start_of_turn>{role}\n{text}<end_of_turn>\n")
+    for role, text in normalize(messages, style == "gemma4"):
+        out.append(f"{start}{role}\n{text}{end}\n")
     if add_generation_prompt:
-        out.append("<start_of_turn>model\n")
+        out.append(f"{start}model\n")
     return "".join(out)
+
+
+TURN_MARKS = ("<start_of_turn>", "<end_of_turn>")

@@ -368,8 +368,13 @@ class Tokenizer:
         self.unk_id: int | None = self._special_id(self._sp.unk_id(), spec.unk_piece, "<unk>")
         pad = self._special_id(spec.pad_id, spec.pad_piece, "<pad>") if spec.pad_id >= 0 else None
         self.pad_id: int | None = pad
-        self.start_of_turn_id: int | None = self.piece_to_id("<start_of_turn>")
-        self.end_of_turn_id: int | None = self.piece_to_id("<end_of_turn>")
+        # Gemma 1-3 mark turns <start_of_turn>/<end_of_turn>; Gemma 4 <|turn>/<turn|>, and
+        # has a system role. The vocabulary says which template the checkpoint speaks.
+        gemma4 = self.piece_to_id("<|turn>") is not None and self.piece_to_id("<turn|>")
+        self.chat_style: str = "gemma4" if gemma4 else "gemma"
+        start, end = ("<|turn>", "<turn|>") if gemma4 else ("<start_of_turn>", "<end_of_turn>")
+        self.start_of_turn_id: int | None = self.piece_to_id(start)
+        self.end_of_turn_id: int | None = self.piece_to_id(end)
         # Control pieces recognised inside text by `encode`, matched leftmost-longest.
         self._control = {pieces[i]: i for i in special_ids if pieces[i]}
         self._control_lengths = sorted({len(p) for p in self._control}, reverse=True)

@@ -30,6 +30,9 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model.model."  # PeftModel -> LoraModel -> *ForCausalLM -> decoder
 ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Gemma 4's per-layer-embedding projections (transformers' module names, so PEFT's too)
+PLE_TARGETS = ("per_layer_input_gate", "per_layer_projection", "per_layer_model_projection")
+KNOWN_TARGETS = ALL_TARGETS + PLE_TARGETS
 _SHORT = {name.removesuffix("_proj"): name for name in ALL_TARGETS}
 
 
@@ -52,11 +55,11 @@ class LoRAConfig:
             raise AdapterError(f"LoRA rank must be at least 1, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
             raise AdapterError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
-        unknown = [t for t in self.targets if t not in ALL_TARGETS]
+        unknown = [t for t in self.targets if t not in KNOWN_TARGETS]
         if unknown or not self.targets:
             raise AdapterError(
                 f"unknown LoRA targets {unknown or '(none)'}; choose from "
-                f"{', '.join(_SHORT)} (or their full names {', '.join(ALL_TARGETS)})"
+                f"{', '.join(_SHORT)} (or their full names {', '.join(KNOWN_TARGETS)})"
             )
 
     @property
@@ -70,13 +73,13 @@ def parse_targets(spec: str | Sequence[str]) -> tuple[str, ...]:
     names = {_SHORT.get(p.strip(), p.strip()) for p in parts if p.strip()}
     if names == {"all"} or names == {"all-linear"}:
         return ALL_TARGETS
-    unknown = sorted(n for n in names if n not in ALL_TARGETS)
+    unknown = sorted(n for n in names if n not in KNOWN_TARGETS)
     if unknown or not names:
         raise AdapterError(
             f"unknown LoRA targets {unknown or '(none)'}; use a comma list of "
-            f"{','.join(_SHORT)} or 'all'"
+            f"{','.join(_SHORT)} (Gemma 4 also {','.join(PLE_TARGETS)}) or 'all'"
         )
-    return tuple(n for n in ALL_TARGETS if n in names)
+    return tuple(n for n in KNOWN_TARGETS if n in names)
 
 
 class LoRALinear(nn.Module):
