@@ -119,3 +119,20 @@ def client(server):
     from openai import OpenAI
 
     return OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
+
+
+FAULT_MARKER = "XYZZY"  # a prompt with it fails in the engine (OPENGEMMA_TEST_FAULT)
+
+
+@pytest.fixture(scope="session")
+def int8_server(tmp_path_factory):
+    """The default path (int8 weights of the embedded Q4_K_M GGUF), with failure injection."""
+    srv = ServerProcess(
+        "--max-batch",
+        "4",
+        env={"OPENGEMMA_TEST_FAULT": FAULT_MARKER},
+        log=tmp_path_factory.mktemp("int8") / "server.log",
+        dtype=None,
+    )
+    yield srv
+    srv.stop()

@@ -9,23 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from tests.server.conftest import FAULT_MARKER, ServerProcess
 
-from tests.server.conftest import ServerProcess
-
-MARKER = "XYZZY"
+MARKER = FAULT_MARKER
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory):
-    srv = ServerProcess(
-        "--max-batch",
-        "4",
-        env={"OPENGEMMA_TEST_FAULT": MARKER},
-        log=tmp_path_factory.mktemp("faulty") / "server.log",
-        dtype=None,
-    )
-    yield srv
-    srv.stop()
+def faulty(int8_server):
+    return int8_server
 
 
 def _complete(url: str, prompt: str, **extra) -> httpx.Response:

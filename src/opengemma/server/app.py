@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opengemma.engine import Engine
 from opengemma.errors import InvalidRequestError
-from opengemma.server import embed_routes, openai_routes, vertex
+from opengemma.server import embed_routes, ollama_routes, openai_routes, vertex
 from opengemma.server.constrain import JsonGrammar
 from opengemma.server.errors import APIError, error_body, error_response, field_name
 from opengemma.server.metrics import Metrics
@@ -237,6 +237,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.server = state
     _install_errors(app)
     app.include_router(openai_routes.router)
+    app.include_router(ollama_routes.router)
     app.include_router(embed_routes.router)
 
     @app.get("/health", response_class=PlainTextResponse)
@@ -272,6 +273,7 @@ def create_app(state: ServerState) -> FastAPI:
         openapi_extra=_predict_schema(),
     )
     protected.add(predict_route)
+    protected.update(ollama_routes.GENERATION_ROUTES)
     protected.update(embed_routes.ROUTES)
     return Guard(app, state, protected)  # type: ignore[return-value]
 

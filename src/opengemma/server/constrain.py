@@ -90,6 +90,21 @@ class JsonGrammar:
             )
         except Exception as exc:  # llguidance reports bad schemas as ValueError (and others)
             raise bad_request(f"{param} is not a usable JSON schema: {exc}", param) from None
+        return self._constraint(grammar, param)
+
+    def lark_constraint(self, lark: str, param: str) -> JsonConstraint:
+        """A fresh constraint for a Lark grammar (llguidance's dialect, `%json {...}` inside)."""
+        import llguidance
+
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_lark(lark)
+        except Exception as exc:
+            raise bad_request(f"{param} cannot be turned into a grammar: {exc}", param) from None
+        return self._constraint(grammar, param)
+
+    def _constraint(self, grammar, param: str) -> JsonConstraint:
+        import llguidance
+
         lltok = self._ll_tokenizer()
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, lltok)
         if is_error:

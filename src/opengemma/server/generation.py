@@ -102,7 +102,8 @@ class Spec:
     guard_text: str = ""  # what --guard judges (the newest user turn, or the prompt)
     prompt_param: str = "prompt"  # field names for error messages
     max_tokens_param: str = "max_tokens"
-    special_text: bool = False
+    special_text: bool = False  # control tokens kept in the text (tool-call markup)
+    stop_ids: frozenset[int] | None = None  # None: the model's end-of-turn tokens
 
 
 def plan(state: ServerState, spec: Spec) -> list[GenerationRequest]:
@@ -120,7 +121,7 @@ def plan(state: ServerState, spec: Spec) -> list[GenerationRequest]:
                     n_tokens,
                     params,
                     spec.stop,
-                    None,
+                    spec.stop_ids,
                     spec.logprobs,
                     spec.grammar() if spec.grammar is not None else None,
                     deadline,

@@ -11,9 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from opengemma.chat import chat_prompt_ids
 from opengemma.engine import TokenEvent
-from opengemma.errors import InvalidRequestError
+from opengemma.server import chat_tools
 from opengemma.server.errors import bad_request, error_body
 from opengemma.server.generation import (
     Choice,
@@ -82,14 +81,11 @@ def last_user_text(body: ChatCompletionRequest) -> str:
     return ""
 
 
-def chat_prompt(state: ServerState, body: ChatCompletionRequest) -> list[int]:
+def chat_messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
     for m in messages:
         m.setdefault("content", "")
-    try:
-        return chat_prompt_ids(state.lm.tokenizer, messages)
-    except InvalidRequestError as exc:
-        raise bad_request(str(exc), "messages") from None
+    return messages
 
 
 def completion_logprobs(tok, events: list[TokenEvent]) -> dict[str, Any]:
@@ -143,7 +139,9 @@ async def sse(
             break
         generated += event.token >= 0
         if event.text or event.finish_reason or event.logprob is not None:
-            chunk = {**base, **make_chunk(index, event)}
+            if (part := make_chunk(index, event)) is None:
+                continue  # text held back (a tool call being read)
+            chunk = {**base, **part}
             if include_usage:
                 chunk["usage"] = None
             yield f"data: {json.dumps(chunk)}\n\n"
@@ -210,7 +208,19 @@ async def completions(body: CompletionRequest, request: Request):
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = state_of(request)
     check_model(state, body.model)
-    ids = chat_prompt(state, body)
+    messages = chat_messages(body)
+    tools = chat_tools.tool_plan(
+        state,
+        [t.model_dump() for t in body.tools or ()],
+        body.tool_choice,
+        body.parallel_tool_calls,
+        messages,
+    )
+    ids = (
+        chat_tools.plain_prompt(state, messages)
+        if tools is None
+        else chat_tools.prompt_ids(state, tools, messages)
+    )
     top = (body.top_logprobs or 0) if body.logprobs else None
     spec = Spec(
         [ids],
@@ -225,6 +235,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         "messages",
         "max_completion_tokens" if body.max_completion_tokens else "max_tokens",
     )
+    if tools is not None:
+        chat_tools.apply(state, tools, spec)
     sub = await start(state, spec)
     base = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -237,7 +249,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         include = bool(body.stream_options and body.stream_options.include_usage)
         base["object"] = "chat.completion.chunk"
 
+        streams = [chat_tools.ToolStream(tools) for _ in range(body.n)] if tools else None
+
         def chunk(index: int, event: TokenEvent | None) -> dict:
+            if event is not None and streams is not None:
+                return tool_chunk(streams[index], index, event)
             if event is None:
                 delta = {"role": "assistant", "content": ""}
                 return {
@@ -262,10 +278,33 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     choices = await collect(sub, request)
     out = []
     for i, c in enumerate(choices):
-        message = {"role": "assistant", "content": "".join(c.text)}
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(c.text)}
+        reason = c.finish_reason
+        if tools is not None:
+            message["content"], calls = tools.split(message["content"])
+            if calls:
+                message["tool_calls"] = chat_tools.openai_calls(calls)
+                reason = "tool_calls"
         lp = chat_logprobs(tok, c.events) if top is not None else None
-        out.append(
-            {"index": i, "message": message, "logprobs": lp, "finish_reason": c.finish_reason}
-        )
+        out.append({"index": i, "message": message, "logprobs": lp, "finish_reason": reason})
     generated = sum(len(c.events) for c in choices)
     return {**base, "choices": out, "usage": usage(len(ids), generated)}
+
+
+def tool_chunk(stream: chat_tools.ToolStream, index: int, event: TokenEvent) -> dict | None:
+    """A streamed chat chunk of a request with tools: text as it comes, calls at the end."""
+    text, reason = stream.feed(event.text), event.finish_reason
+    delta: dict[str, Any] = {}
+    if reason is not None:
+        rest, calls = stream.finish()
+        text += rest
+        if calls:
+            delta["tool_calls"] = chat_tools.openai_calls(calls, streamed=True)
+            reason = "tool_calls"
+    if text:
+        delta["content"] = text
+    if not delta and reason is None:
+        return None
+    return {
+        "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}]
+    }
