@@ -52,6 +52,25 @@ def _inv_freq(head_dim: int, theta: float, scaling: float) -> torch.Tensor:
     return (1.0 / (theta**exponents) / scaling).contiguous()
 
 
+def native_unsupported(cfg) -> list[str]:
+    """The model features kernels/decode.c does not implement (empty: the native step can run
+    this config); such models decode on the PyTorch path, which `opengemma bench` reports."""
+    lacking = {
+        "Gemma 4 norm scales": cfg.norm_offset != 1.0,
+        "value norm": cfg.v_norm,
+        "per-layer embeddings": bool(cfg.hidden_size_per_layer_input),
+        "KV sharing": bool(cfg.num_kv_shared_layers),
+        "mixture of experts": bool(cfg.num_experts),
+        "global head shape": cfg.global_head_dim not in (None, cfg.head_dim)
+        or cfg.num_global_kv_heads not in (None, cfg.num_kv_heads),
+        "keys as values": cfg.attention_k_eq_v,
+        "partial RoPE": cfg.rope_partial_factor != 1.0,
+        "layer scalars": cfg.layer_scalar,
+        "bidirectional attention": cfg.use_bidirectional_attention,
+    }
+    return [name for name, missing in lacking.items() if missing]
+
+
 def _c_floats(k: torch.Tensor, v: torch.Tensor, shape: tuple) -> bool:
     """Whether a layer's keys and values are the contiguous float32 arrays decode.c indexes as
     [n_kv, cap, head_dim] (None in `shape`: any length)."""
@@ -105,6 +124,8 @@ class NativeDecoder:
     def create(cls, model: nn.Module) -> NativeDecoder | None:
         """A decoder for `model`, or None when its layers are not all int8 block layers on the
         CPU in float32, or the native kernels are unavailable."""
+        if native_unsupported(model.config):
+            return None
         lib = native()
         if lib is None or model.dtype != torch.float32 or model.device.type != "cpu":
             return None
@@ -169,13 +190,40 @@ class NativeDecoder:
             raise ValueError(f"a decode step takes ids of shape ({B}, 1); got {tuple(ids.shape)}")
         flat = token_ids(ids, self.cfg.vocab_size).reshape(B).contiguous()
         pos = torch.cat([c.positions(1) for c in caches])  # checks the room left in each cache
+        logits = self._run(flat, pos, rows).view(B, 1, -1)
+        for c in caches:
+            c.advance(1)
+        return logits
+
+    def step_chunk(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
+        """Logits (T, vocab) for T consecutive tokens of one sequence, in one call that reads
+        the weights once: row t attends to the cache and rows 0..t, and holds the same bits as
+        the t-th of T one-token `step`s (speculative decoding verifies drafts with it). Ring
+        layers need T - 1 slots beyond their window. None when the cache cannot be driven."""
+        rows = self._rows(cache)
+        if rows is None or ids.device.type != "cpu" or not self.current():
+            return None
+        flat = token_ids(ids, self.cfg.vocab_size).reshape(-1).contiguous()
+        T = flat.numel()
+        need = self.cfg.sliding_window + T - 1
+        for lc in cache.layers:
+            if isinstance(lc, SlidingLayerCache) and lc.k.shape[2] < need:
+                raise ValueError(
+                    f"a ring of {lc.k.shape[2]} slots cannot verify {T} tokens at once: it needs "
+                    f"{need} (the window plus T - 1)"
+                )
+        pos = cache.positions(T)
+        logits = self._run(flat, pos, [rows] * T)
+        cache.advance(T)
+        return logits
+
+    def _run(self, flat: torch.Tensor, pos: torch.Tensor, rows: list) -> torch.Tensor:
+        B = len(rows)
         table = (POINTER(_DCache) * B)(*(ctypes.cast(r, POINTER(_DCache)) for r in rows))
-        logits = torch.empty(B, 1, self.cfg.vocab_size, dtype=torch.float32)
+        logits = torch.empty(B, self.cfg.vocab_size, dtype=torch.float32)
         status = self.lib.decode_step(ctypes.byref(self._model), flat.data_ptr(),
                                       pos.data_ptr(), B, table, logits.data_ptr(),
                                       torch.get_num_threads())  # fmt: skip
         if status != 0:
             raise MemoryError("decode_step could not allocate its scratch memory")
-        for c in caches:
-            c.advance(1)
         return logits

@@ -286,6 +286,8 @@ def quantize_model(
     read straight from a GGUF file; the model may then be a `meta` skeleton.
     """
     for prefix, module in list(model.named_modules()):
+        if getattr(module, "keep_float", False):  # e.g. the MoE router: exact routing
+            continue
         for child_name, child in list(module.named_children()):
             key = f"{prefix}.{child_name}.weight" if prefix else f"{child_name}.weight"
             given = weights.get(key) if weights is not None else None

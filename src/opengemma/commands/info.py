@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from opengemma.commands._common import MODEL_HELP, cli_errors, human_size
+from opengemma.cli_support import MODEL_HELP, cli_errors, human_size
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -40,6 +40,7 @@ def info(
         "tensor_bytes": ckpt.info.get("tensor_bytes"),
         "tensor_types": dict(ckpt.info.get("tensor_types", {})),
         "config": cfg.to_dict(),
+        "derived": _derived(cfg),
     }
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -59,6 +60,8 @@ def info(
                 "".join("S" if k == "sliding" else "G" for k in value) + "  (S=sliding, G=global)"
             )
         table.add_row(key, str(value))
+    for key, value in _derived(cfg).items():
+        table.add_row(key, value)
     console.print(table)
     types = Table("tensor type", "count", box=None)
     for name, count in sorted(summary["tensor_types"].items()):
@@ -69,6 +72,27 @@ def info(
         for name, kind, shape, nbytes in ckpt.info["tensors"]:
             listing.add_row(name, kind, "x".join(map(str, shape)), human_size(nbytes))
         console.print(listing)
+
+
+def _derived(cfg) -> dict[str, str]:
+    """Per-layer facts the fields imply: who shares whose keys/values, which decode path runs."""
+    from opengemma.native_decode import native_unsupported
+
+    out = {}
+    shared = {i: cfg.kv_source(i) for i in range(cfg.num_layers) if cfg.kv_source(i) != i}
+    if shared:
+        sources = sorted(set(shared.values()))
+        out["kv sharing"] = (f"layers {min(shared)}-{max(shared)} reuse the keys/values of "
+                             f"layer {' / '.join(map(str, sources))}")  # fmt: skip
+    if cfg.global_head_dim or cfg.num_global_kv_heads:
+        g = cfg.layer_types.index("global") if "global" in cfg.layer_types else 0
+        k_eq_v = ", keys as values" if cfg.attention_k_eq_v else ""
+        out["global layers"] = (f"head_dim {cfg.layer_head_dim(g)}, {cfg.layer_kv_heads(g)} KV "
+                                f"heads{k_eq_v}")  # fmt: skip
+    lacking = native_unsupported(cfg)
+    out["int8 decode step"] = "native" if not lacking else "PyTorch (native step lacks: " + (
+        ", ".join(lacking) + ")")  # fmt: skip
+    return out
 
 
 def _system(as_json: bool) -> None:
