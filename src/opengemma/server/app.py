@@ -18,7 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opengemma.engine import Engine
 from opengemma.errors import InvalidRequestError
-from opengemma.server import embed_routes, ollama_routes, openai_routes, vertex
+from opengemma.server import (
+    embed_routes,
+    ollama_routes,
+    openai_routes,
+    vertex,
+    watermark_routes,
+    webui_routes,
+)
 from opengemma.server.constrain import JsonGrammar
 from opengemma.server.errors import APIError, error_body, error_response, field_name
 from opengemma.server.metrics import Metrics
@@ -179,7 +186,7 @@ class Guard:
         return b"".join(chunks)
 
 
-_PUBLIC = {"/health", "/ready", "/metrics", "/v1/models", "/openapi.json", "/docs"}
+_PUBLIC = {"/health", "/ready", "/metrics", "/v1/models", "/v1/info", "/", "/openapi.json", "/docs"}
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -239,6 +246,8 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(openai_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(embed_routes.router)
+    app.include_router(watermark_routes.router)
+    app.include_router(webui_routes.router)
 
     @app.get("/health", response_class=PlainTextResponse)
     async def health() -> Response:
@@ -260,7 +269,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    protected = {"/v1/completions", "/v1/chat/completions"}
+    protected = {"/v1/completions", "/v1/chat/completions", watermark_routes.ROUTE}
     cfg = state.config
     if cfg.health_route and cfg.health_route not in ("/health", "/ready"):
         app.add_api_route(cfg.health_route, ready, methods=["GET"], include_in_schema=False)
