@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 PROMPT ?= The three primary colors are
 
-.PHONY: run test install install-dev lint clean
+.PHONY: run test install install-dev lint clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,15 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(VENV)/bin/opengemma run "$(PROMPT)" --max-tokens 48
 
-test: install-dev
+# The chat page's browser tests drive Debian's chromium through Playwright (no browser download):
+# installed here when missing and this runs as root with apt-get (CI), else a hint.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "make: the browser tests need chromium: sudo apt-get install -y chromium"; fi; }
+
+test: install-dev chromium
 	$(PY) -m pytest -q --durations=25 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 lint: install-dev
