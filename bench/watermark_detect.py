@@ -4,7 +4,11 @@ Generates N watermarked and N unwatermarked continuations (temperature 1, top-k 
 120-200 tokens) of varied prompts with opengemma's SynthID Text processor, then scores every text
 with `opengemma.safety.watermark.detect` (the text is re-tokenized, as a user would). Reports
 AUC, TPR and FPR at the default threshold, the same on truncated texts, and the perplexity of
-both sets under the unmodified model (temperature 1, full vocabulary).
+both sets under the unmodified model (temperature 1, full vocabulary). Robustness (`robustness`):
+AUC and TPR at 1% FPR after random token substitutions, insertions, deletions and a mix of the
+three at 10/20/30% (applied to both classes), after splicing watermarked tokens into plain text
+(25/50/75% of a text watermarked; the plain class stands in for human text), after decode and
+re-encode, and the segment scan of a 100-token watermarked passage inside 1,000 plain tokens.
 
 Rows of a batch decode together (one cache per row, weights read once per step); each row has its
 own WatermarkProcessor and random generator. Stop tokens are masked out so that every sample
@@ -12,6 +16,7 @@ reaches its length.
 
     .venv/bin/python bench/watermark_detect.py --samples 100 --batch 50 --threads 1 \
         --out bench/out/wm.json
+    .venv/bin/python bench/watermark_detect.py --samples 60 --length 200 --out wm200.json
     # or in parallel parts, then merged:
     for k in wm plain; do for i in 0 1; do .venv/bin/python bench/watermark_detect.py \
         --kind $k --part $i/2 --threads 1 --save /tmp/wm_$k$i.json & done; done; wait
@@ -98,12 +103,13 @@ def generate_batch(lm, prompts, lengths, seeds, cfg, watermark: bool):
     ]
 
 
-def generate_part(lm, cfg, n: int, kind: str, part: tuple[int, int], batch: int) -> list:
+def generate_part(lm, cfg, n: int, kind: str, part: tuple[int, int], batch: int,
+                  length: int = 0) -> list:  # fmt: skip
     """Samples of `kind` ("wm" or "plain") for the part `i/k` of the n prompts."""
     i, k = part
     idx = [j for j in range(n) if j % k == i]
     prompts = [STEMS[j % len(STEMS)] for j in idx]
-    lengths = [120 + (j * 37) % 81 for j in idx]  # 120..200 tokens
+    lengths = [length or 120 + (j * 37) % 81 for j in idx]  # 120..200 tokens by default
     seeds = [1000 * (kind == "wm") + j for j in idx]
     out, start = [], time.perf_counter()
     for b in range(0, len(idx), batch):
@@ -152,10 +158,94 @@ def figures(lm, cfg, results: dict[str, list]) -> dict:
     return figs
 
 
+def tpr_at_fpr(pos: list[float], neg: list[float], fpr: float = 0.01) -> float:
+    """Share of positives above the threshold that at most `fpr` of the negatives exceed."""
+    ranked = sorted(neg, reverse=True)
+    thr = ranked[min(len(ranked) - 1, int(fpr * len(ranked)))]
+    return sum(p > thr for p in pos) / len(pos)
+
+
+def edit(ids: list[int], rate: float, kind: str, pool: list[int], rng) -> list[int]:
+    """Random token edits: each token substituted (`sub`), preceded by an inserted token
+    (`ins`) or deleted (`del`) with probability `rate`; `mix` picks one of the three per
+    edit. Inserted and substituted tokens are drawn from `pool` (tokens of the plain texts)."""
+    out: list[int] = []
+    for t in ids:
+        if rng.random() >= rate:
+            out.append(t)
+            continue
+        k = rng.choice(("sub", "ins", "del")) if kind == "mix" else kind
+        if k == "sub":
+            out.append(rng.choice(pool))
+        elif k == "ins":
+            out += [rng.choice(pool), t]
+    return out
+
+
+def _pair(pos_ids: list[list[int]], neg_ids: list[list[int]], cfg) -> dict:
+    from opengemma.safety.watermark import detect_ids
+
+    pos = [detect_ids(i, cfg) for i in pos_ids]
+    neg = [detect_ids(i, cfg) for i in neg_ids]
+    ps, ns = [d.score for d in pos], [d.score for d in neg]
+    return {"auc": round(auc(ps, ns), 4), "tpr_at_1pct_fpr": round(tpr_at_fpr(ps, ns), 4),
+            "tpr_p_below_0.01": sum(d.p_value < 0.01 for d in pos) / len(pos),
+            "fpr_p_below_0.01": sum(d.p_value < 0.01 for d in neg) / len(neg)}  # fmt: skip
+
+
+def robustness(lm, cfg, results: dict[str, list], seed: int = 0) -> dict:
+    """Detection after random token edits (10/20/30%), after splicing watermarked tokens into
+    plain text (25/50/75% watermarked), after decode/re-encode, and the segment scan of a
+    100-token watermarked passage inside 1,000 plain tokens."""
+    import random
+
+    from opengemma.safety.watermark import detect_ids
+    from opengemma.safety.watermark_scan import scan_ids
+
+    rng = random.Random(seed)
+    wm, plain = [r["ids"] for r in results["wm"]], [r["ids"] for r in results["plain"]]
+    pool = [t for ids in plain for t in ids]
+    out: dict = {"tokens_per_text": min(len(i) for i in wm + plain)}
+    for kind in ("sub", "ins", "del", "mix"):
+        for rate in (0.1, 0.2, 0.3):
+            out[f"edit_{kind}_{int(rate * 100)}pct"] = _pair(
+                [edit(i, rate, kind, pool, rng) for i in wm],
+                [edit(i, rate, kind, pool, rng) for i in plain], cfg)  # fmt: skip
+    for frac in (0.25, 0.5, 0.75):  # same length as the plain text, `frac` of it watermarked
+        spliced = []
+        for w, p in zip(wm, plain[1:] + plain[:1], strict=True):
+            k = int(frac * len(p))
+            at = rng.randrange(0, len(p) - k + 1)
+            spliced.append(p[:at] + w[:k] + p[at + k :])
+        out[f"splice_{int(frac * 100)}pct_watermarked"] = _pair(spliced, plain, cfg)
+    tok = lm.tokenizer
+    reenc = {k: [tok.encode_plain(tok.decode(i)) for i in v] for k, v in (("wm", wm), ("p", plain))}
+    out["decode_reencode"] = _pair(reenc["wm"], reenc["p"], cfg)
+    long_pos, long_neg = [], []
+    for j, w in enumerate(wm):
+        base = [t for k in range(5) for t in plain[(j + k) % len(plain)]][:1000]
+        at = rng.randrange(0, 900)
+        long_pos.append(base[:at] + w[:100] + base[at + 100 :])
+        long_neg.append([t for k in range(5) for t in plain[(j + 3 * k + 1) % len(plain)]][:1000])
+    pos = [scan_ids(i, cfg) for i in long_pos]
+    neg = [scan_ids(i, cfg) for i in long_neg]
+    out["scan_100_in_1000"] = {
+        "found_p_below_0.001": sum(s.p_corrected < 1e-3 for s in pos) / len(pos),
+        "median_p_corrected": sorted(s.p_corrected for s in pos)[len(pos) // 2],
+        "fpr_p_below_0.01": sum(s.p_corrected < 0.01 for s in neg) / len(neg),
+        "fpr_p_below_0.001": sum(s.p_corrected < 1e-3 for s in neg) / len(neg),
+        "whole_text_detect_p_below_0.001": sum(
+            detect_ids(i, cfg).p_value < 1e-3 for i in long_pos
+        ) / len(long_pos),
+    }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--samples", type=int, default=100, help="texts per class")
     ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--length", type=int, default=0, help="tokens per text (0 = 120..200)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--kind", choices=["wm", "plain", "both"], default="both")
     ap.add_argument("--part", default="0/1", help="i/k: generate only prompts j with j %% k == i")
@@ -179,12 +269,14 @@ def main() -> None:
     else:
         part = tuple(int(x) for x in args.part.split("/"))
         for kind in ("wm", "plain") if args.kind == "both" else (args.kind,):
-            results[kind] = generate_part(lm, cfg, args.samples, kind, part, args.batch)
+            results[kind] = generate_part(lm, cfg, args.samples, kind, part, args.batch,
+                                          args.length)  # fmt: skip
         if args.save:
             args.save.write_text(json.dumps(results))
     if not results["wm"] or not results["plain"]:
         return
     figs = figures(lm, cfg, results)
+    figs["robustness"] = robustness(lm, cfg, results)
     print(json.dumps(figs, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
