@@ -76,7 +76,7 @@ def test_bad_options_are_one_line_errors(capsys, tmp_path):
     assert "unknown engines ['vllm']" in capsys.readouterr().err
     assert main(["bench", "--text", str(tmp_path / "missing.txt")]) == 1
     assert "pass --text FILE" in capsys.readouterr().err
-    assert main(["bench", "--threads", "two"]) == 1
+    assert main(["bench", "--threads", "two"]) == 2  # a usage error
     assert "--threads takes a count" in capsys.readouterr().err
 
 

@@ -1,7 +1,9 @@
 """The `opengemma` command.
 
 Each verb lives in its own module and is imported only when it runs, so `opengemma scrub`
-never pays for importing torch and `opengemma run` never imports the data pipeline.
+never pays for importing torch and `opengemma run` never imports the data pipeline. Every verb
+registered here gets the same error contract from `cli_support.run_verb`: one line
+`opengemma: error: ...` on stderr, exit 2 for usage errors and 1 for failures, no traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "serve": ("opengemma.server.cli", "app", "Serve a model over the OpenAI API (+ Vertex AI)."),
     "tune": ("opengemma.tune.cli", "app", "Fine-tune with LoRA / QLoRA; PEFT adapters out."),
     "merge": ("opengemma.tune.merge_cli", "app", "Fold a LoRA adapter into a model and export."),
-    "bench": ("opengemma.benchmark", "app", "Speed and perplexity vs llama.cpp and transformers."),
+    "bench": ("opengemma.benchmark.cli", "app", "Speed and perplexity vs llama.cpp, transformers."),
     "eval": ("opengemma.eval.cli", "app", "lm-eval tasks, perplexity, side-by-side compare."),
 }
 
@@ -56,13 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"opengemma: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, attr, _ = VERBS[verb]
-    app = getattr(importlib.import_module(module_name), attr)
-    try:
-        app(args=argv[1:], prog_name=f"opengemma {verb}", standalone_mode=True)
-    except SystemExit as exc:  # typer/click exit with the command's status
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
+    from opengemma.cli_support import run_verb
+
+    def load_app():
+        return getattr(importlib.import_module(module_name), attr)
+
+    return run_verb(load_app, argv[1:], f"opengemma {verb}")
 
 
 if __name__ == "__main__":

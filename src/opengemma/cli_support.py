@@ -1,4 +1,10 @@
-"""Shared CLI plumbing: error reporting, model options, diagnostics on stderr."""
+"""What every CLI verb shares: option help, option checks, one-line errors, stderr diagnostics.
+
+It sits at the bottom of the package (it imports only `opengemma.errors`), so any verb, in any
+subpackage, uses it without an upward import; the verbs load models through `opengemma.api`.
+The error contract itself (one line `opengemma: error: ...`, exit 2 for usage, 1 for failures,
+never a traceback) is enforced for every verb by `opengemma.cli.main`.
+"""
 
 from __future__ import annotations
 
@@ -35,15 +41,20 @@ def eprint(*args: Any) -> None:
 
 
 def cli_errors(fn: Callable) -> Callable:
-    """Turn our errors into a one-line message on stderr and exit status 1 (no traceback)."""
+    """Turn our errors into a one-line message on stderr and exit status 1 (2 for a UsageError).
+
+    `opengemma.cli.main` holds every verb to the same contract; this keeps it for a verb's app
+    called directly (tests, `python -m opengemma.tune`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except OpenGemmaError as exc:
-            eprint(f"opengemma: error: {exc}")
-            raise typer.Exit(1) from None
+            from opengemma.errors import UsageError
+
+            eprint(error_line(exc))
+            raise typer.Exit(USAGE if isinstance(exc, UsageError) else FAILURE) from None
         except KeyboardInterrupt:
             eprint("\nopengemma: interrupted")
             raise typer.Exit(130) from None
@@ -53,25 +64,20 @@ def cli_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def load_model(
-    model: str | None,
-    dtype: str | None,
-    quiet: bool,
-    threads: str | None = None,
-    quant: str = "auto",
-    adapter: str | None = None,
-):
-    import torch
+def check_threads(value: str | None) -> str | None:
+    """Option callback for --threads: None, `auto` or a positive integer (a usage error else)."""
+    if value is None or value == "auto" or (value.isdigit() and int(value) > 0):
+        return value
+    raise typer.BadParameter(f"{value!r} is neither a positive number of threads nor auto")
 
-    from opengemma.api import DEFAULT_MODEL_NAME, load
 
-    start = time.perf_counter()
-    lm = load(model, dtype=dtype, threads=threads, quant=quant, adapter=adapter)
+def announce_loaded(lm, quiet: bool):
+    """Print the one `loaded ...` line on stderr (unless quiet) and return `lm`."""
     if not quiet:
-        name = DEFAULT_MODEL_NAME if model is None else str(model)
-        took = time.perf_counter() - start
+        import torch
+
         eprint(
-            f"loaded {name} in {took:.1f}s ({lm.config.family}, {lm.model.dtype}, "
+            f"loaded {lm.name} in {lm.load_seconds:.1f}s ({lm.config.family}, {lm.model.dtype}, "
             f"weights {'int8 blocks' if lm.quant == 'q8' else 'as stored'}, "
             f"{torch.get_num_threads()} thread(s))"
         )
@@ -99,3 +105,102 @@ def stream_to_stdout(chunks, quiet: bool) -> str:
         elapsed = time.perf_counter() - start
         eprint(f"[{n} tokens in {elapsed:.2f}s, {n / elapsed:.1f} tok/s, finish: {reason}]")
     return reason or ""
+
+
+# ---------------------------------------------------------------- the error contract of every verb
+# top-level module of an optional dependency -> the extra that installs it
+EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "starlette": "serve",
+          "prometheus_client": "serve", "llguidance": "serve", "pyarrow": "scrub",
+          "spacy": "scrub", "gender_guesser": "scrub", "matplotlib": "safety", "lm_eval": "eval",
+          "ray": "ray", "llama_cpp": "bench", "transformers": "bench", "accelerate": "bench",
+          "presidio_analyzer": "bench", "httpx": "bench"}  # fmt: skip
+USAGE, FAILURE, INTERRUPTED = 2, 1, 130
+TRACEBACK_ENV = "OPENGEMMA_TRACEBACK"  # set to 1 to let an unexpected error show its traceback
+
+
+def error_line(message: object) -> str:
+    """`opengemma: error: MESSAGE` on one line (newlines in the message become `; `)."""
+    text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return f"opengemma: error: {text or 'failed'}"
+
+
+def missing_module_message(exc: ModuleNotFoundError) -> str:
+    name = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(name)
+    if extra is None:
+        return f"cannot import {exc.name}: {exc}"
+    return (f"this needs the optional package {name}; install it with "
+            f"pip install 'opengemma[{extra}]'")  # fmt: skip
+
+
+def run_verb(load_app: Callable[[], Any], args: list[str], prog: str) -> int:
+    """Run one verb's Typer app and return its exit status, holding every verb to the contract:
+    a usage error (unknown option, a value of the wrong type or out of range, a missing
+    argument, `UsageError`) prints one line and returns 2; any other failure (our errors, a
+    missing optional dependency, an unreadable file, an unexpected exception) prints one line
+    and returns 1; never a traceback (unless $OPENGEMMA_TRACEBACK=1). `load_app` imports the
+    verb's module inside the contract, so a missing extra at import time is reported too."""
+    try:
+        command = typer.main.get_command(load_app())  # click, without Typer's rich tracebacks
+        status = command.main(args=args, prog_name=prog, standalone_mode=False)
+        return status if isinstance(status, int) and not isinstance(status, bool) else 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        eprint("\nopengemma: interrupted")
+        return INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+        message, status = failure(exc, prog)
+        if status:
+            eprint(error_line(message))
+        return status
+
+
+def failure(exc: Exception, prog: str = "opengemma") -> tuple[str, int]:
+    """The one-line message and the exit status for an exception that ended a verb."""
+    import os
+
+    from opengemma.errors import UsageError
+
+    if _is_click_error(exc):  # click's (or Typer's vendored click's) own errors
+        usage = exc.exit_code == USAGE
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {prog} --help)" if usage and ctx is not None else ""
+        message = exc.format_message()
+        if not message.strip() and ctx is not None and hasattr(ctx.command, "list_commands"):
+            verbs = ", ".join(ctx.command.list_commands(ctx))
+            message = f"{ctx.command_path} needs a command: {verbs}"
+        return message + hint, USAGE if usage else (exc.exit_code or FAILURE)
+    if isinstance(exc, UsageError):
+        return str(exc), USAGE
+    if isinstance(exc, OpenGemmaError):
+        return str(exc), FAILURE
+    if isinstance(exc, BrokenPipeError):  # `opengemma run ... | head`
+        _silence_stdout()
+        return "", 0
+    if isinstance(exc, ModuleNotFoundError):
+        return missing_module_message(exc), FAILURE
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}", FAILURE
+    if os.environ.get(TRACEBACK_ENV) == "1":
+        raise exc
+    return (f"unexpected {type(exc).__name__}: {exc} (set {TRACEBACK_ENV}=1 to see where; "
+            "please report it)"), FAILURE  # fmt: skip
+
+
+def _is_click_error(exc: Exception) -> bool:
+    """A click.ClickException, whichever click (Typer >= 0.20 vendors its own copy)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return "ClickException" in names and hasattr(exc, "format_message")
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (`opengemma run ... | head`), drop what is left to flush."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -21,3 +21,7 @@ class InvalidRequestError(OpenGemmaError, ValueError):
 
 class ConfigError(OpenGemmaError, ValueError):
     """A configuration is inconsistent or names an unknown preset."""
+
+
+class UsageError(OpenGemmaError, ValueError):
+    """A command was given a bad option or argument value (the CLI exits with status 2)."""

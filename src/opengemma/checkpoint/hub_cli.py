@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from opengemma.commands._common import cli_errors, eprint, human_size
+from opengemma.cli_support import cli_errors, eprint, human_size
 
 pull_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 list_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

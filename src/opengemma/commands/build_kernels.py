@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from opengemma.commands._common import cli_errors, eprint
+from opengemma.cli_support import cli_errors, eprint
 from opengemma.errors import OpenGemmaError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

@@ -6,15 +6,16 @@ import sys
 
 import typer
 
-from opengemma.commands._common import (
+from opengemma.cli_support import (
     ADAPTER_HELP,
     DTYPE_HELP,
     MODEL_HELP,
     QUANT_HELP,
     THREADS_HELP,
+    announce_loaded,
+    check_threads,
     cli_errors,
     eprint,
-    load_model,
     sampling_kwargs,
     stream_to_stdout,
 )  # fmt: skip
@@ -50,11 +51,14 @@ def chat(
     dtype: str = typer.Option(None, help=DTYPE_HELP),
     quant: str = typer.Option("auto", help=QUANT_HELP),
     adapter: str = typer.Option(None, help=ADAPTER_HELP),
-    threads: str = typer.Option(None, help=THREADS_HELP),
+    threads: str = typer.Option(None, help=THREADS_HELP, callback=check_threads),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
 ) -> None:
     """Chat with a Gemma model. One line per user turn; /reset starts over, /exit or EOF ends."""
-    lm = load_model(model, dtype, quiet, threads, quant, adapter)
+    from opengemma.api import load
+
+    lm = load(model, dtype=dtype, threads=threads, quant=quant, adapter=adapter)
+    announce_loaded(lm, quiet)
     kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
     interactive = sys.stdin.isatty()
     if interactive and not quiet:

@@ -113,7 +113,7 @@ def scrub(
         )
         result = run_scrub(job)
     except OpenGemmaError as exc:
-        typer.echo(f"opengemma scrub: error: {exc}", err=True)
+        typer.echo(f"opengemma: error: {exc}", err=True)
         raise typer.Exit(1) from None
     if result.skipped_detectors:
         for type_, why in result.skipped_detectors.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from opengemma.atomic import write_atomic
-from opengemma.commands._common import DTYPE_HELP, MODEL_HELP, cli_errors, eprint, load_model
+from opengemma.cli_support import DTYPE_HELP, MODEL_HELP, announce_loaded, cli_errors, eprint
 from opengemma.eval import EvalError
 
 app = typer.Typer(
@@ -37,7 +37,7 @@ def perplexity(
     from opengemma.eval.perplexity import combine, perplexity_of_text, read_text
 
     texts = [(str(f), read_text(f)) for f in files]  # fail on a bad file before loading
-    lm = load_model(model, dtype, quiet, quant=quant)
+    lm = _load(model, dtype, quiet, quant=quant)
     results = []
     with Progress(disable=quiet, transient=True) as bar:
         for name, text in texts:
@@ -89,7 +89,7 @@ def tasks(
     from opengemma.eval.harness import run_tasks
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    lm = load_model(model, dtype, quiet, quant=quant, adapter=adapter)
+    lm = _load(model, dtype, quiet, quant=quant, adapter=adapter)
     results = run_tasks(
         lm,
         names,
@@ -140,11 +140,11 @@ def compare(
         (a, a_dtype, a_quant, a_adapter),
         (b or a, b_dtype, b_quant, b_adapter),
     ):
-        lm = load_model(path, dt, quiet, quant=qu, adapter=ad)
+        lm = _load(path, dt, quiet, quant=qu, adapter=ad)
         answers.append(answer_all(lm, items, max_tokens, chat))
         names.append(_describe(path, dt, qu, ad))
         del lm
-    judge_lm = load_model(judge, None, quiet) if judge is not None else None
+    judge_lm = _load(judge, None, quiet) if judge is not None else None
     result = score(
         Comparison(names[0], names[1], "", items, answers[0], answers[1], [], []),
         judge_lm,
@@ -194,7 +194,13 @@ def safety(
     guard = Guard.load(guard_model or model, policy or None, threshold)
     if guard.note:
         eprint(f"opengemma eval safety: {guard.note}")
-    lm = load_model(model, None, quiet)
+    lm = _load(model, None, quiet)
     records = run_safety_eval(lm, guard, items, max_tokens=max_tokens, chat=chat)
     index = write_report(records, guard, output, meta={"model": model or "embedded default"})
     print(index)
+
+
+def _load(model, dtype, quiet: bool, quant: str = "auto", adapter=None):
+    from opengemma.api import load
+
+    return announce_loaded(load(model, dtype=dtype, quant=quant, adapter=adapter), quiet)

@@ -13,7 +13,7 @@ import time
 
 import typer
 
-from opengemma.commands._common import DTYPE_HELP, MODEL_HELP, QUANT_HELP, cli_errors, eprint
+from opengemma.cli_support import DTYPE_HELP, MODEL_HELP, QUANT_HELP, cli_errors, eprint
 
 DEAD_GRACE = 3.0  # seconds a dead engine is reported before the process exits
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from opengemma.commands._common import MODEL_HELP, cli_errors
+from opengemma.cli_support import MODEL_HELP, cli_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 

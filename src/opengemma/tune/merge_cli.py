@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from opengemma.commands._common import cli_errors, eprint
+from opengemma.cli_support import cli_errors, eprint
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
