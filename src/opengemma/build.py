@@ -35,7 +35,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device
 
         quantize_model(model, ckpt.quantized, dtype)
         # the int8 buffers are in place already; everything else comes from the checkpoint
-        tensors.update({k: v for k, v in model.state_dict().items() if k not in expected})
+        tensors.update({k: v for k, v in model.state_dict().items() if k not in tensors})
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
@@ -59,7 +59,7 @@ def build_tokenizer(ckpt: Checkpoint):
 
 def merge_adapter(model: GemmaModel, adapter: str | Path) -> GemmaModel:
     """Fold a PEFT-format LoRA adapter into the model's float weights (no LoRA layers remain)."""
-    from opengemma.tune.lora import load_adapter, unload
+    from opengemma.lora import load_adapter, unload
 
     load_adapter(model, adapter, merge_weights=True)
     unload(model, keep_merged=True)
