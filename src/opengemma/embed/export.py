@@ -22,8 +22,8 @@ def export_gguf(src: str | Path, dst: str | Path, quant: str = "f32",
     `quant`: the stored type of the matrices (f32, f16, bf16, q8_0, ...).
     """
     from opengemma.checkpoint import load_checkpoint
+    from opengemma.checkpoint.gguf_quantize import parse_type
     from opengemma.checkpoint.gguf_writer import write_gguf
-    from opengemma.checkpoint.quantize import parse_type
     from opengemma.tokenizer import Tokenizer
 
     ckpt = load_checkpoint(src, torch.float32)
