@@ -42,9 +42,9 @@ print(json.dumps({"baseline_mb": base, "peak_mb": status_mb("VmHWM"), "weights_m
 
 def write_all(preset: str, folder: Path) -> dict[str, Path]:
     from opengemma.checkpoint import expected_shapes
+    from opengemma.checkpoint.gguf_quantize import Q
     from opengemma.checkpoint.gguf_writer import write_gguf
     from opengemma.checkpoint.hf_writer import write_hf
-    from opengemma.checkpoint.quantize import Q
     from opengemma.config import PRESETS
 
     cfg = PRESETS[preset]

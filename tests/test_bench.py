@@ -147,7 +147,7 @@ def test_chart_groups_engines_by_thread_setting(tmp_path):
     """The PNG chart from a saved document (engines without a batch figure marked n/a)."""
     from pathlib import Path
 
-    from opengemma.benchmark.report import save_plot
+    from opengemma.benchmark.results import save_plot
 
     saved = Path(__file__).parents[1] / "docs" / "bench-results" / "bench-2core.json"
     doc = json.loads(saved.read_text())

@@ -84,7 +84,7 @@ def test_multimodal_checkpoint_loads_its_language_model(tmp_path, caplog):
 
 
 def test_lora_wraps_the_per_layer_projections(g4_dir):
-    from opengemma.tune.lora import LoRAConfig, apply_lora, parse_targets
+    from opengemma.lora import LoRAConfig, apply_lora, parse_targets
 
     model = ours_from_dir(g4_dir)
     targets = parse_targets("q,v,per_layer_input_gate,per_layer_projection")

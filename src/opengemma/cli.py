@@ -14,7 +14,7 @@ import sys
 # verb -> (module, attribute holding a typer.Typer app, one-line help)
 VERBS: dict[str, tuple[str, str, str]] = {
     "run": ("opengemma.commands.run", "app", "Complete a prompt, streaming the continuation."),
-    "chat": ("opengemma.commands.chat", "app", "Multi-turn chat with the Gemma turn template."),
+    "chat": ("opengemma.commands.chat_loop", "app", "Multi-turn chat, Gemma turn template."),
     "embed": ("opengemma.embed.cli", "app", "Sentence embeddings of texts (EmbeddingGemma)."),
     "info": ("opengemma.commands.info", "app", "Show a model's config and tensor inventory."),
     "build-kernels": ("opengemma.commands.build_kernels", "app",

@@ -10,8 +10,8 @@ import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFWriter
 from gguf.quants import dequantize
 
+from opengemma.checkpoint.gguf_quantize import quantize
 from opengemma.checkpoint.gguf_reader import GGUFFile
-from opengemma.checkpoint.quantize import quantize
 
 Q = GGMLQuantizationType
 READ_TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q2_K, Q.Q3_K,

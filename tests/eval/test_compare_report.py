@@ -18,7 +18,7 @@ from opengemma.eval.compare import (
     score,
     token_f1,
 )
-from opengemma.eval.report import write_report
+from opengemma.eval.compare_report import write_report
 
 ITEMS = [
     PromptItem("Name a fruit.", "apple"),

@@ -11,7 +11,12 @@ import pytest
 from opengemma.safety.classifier import SafetyClassifier
 from opengemma.safety.guard import Guard
 from opengemma.safety.policies import resolve_policies
-from opengemma.safety.report import ReportError, load_prompt_set, run_safety_eval, write_report
+from opengemma.safety.safety_report import (
+    ReportError,
+    load_prompt_set,
+    run_safety_eval,
+    write_report,
+)
 
 
 class _Page(HTMLParser):

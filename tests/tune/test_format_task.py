@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from opengemma.tune.lora import unload
+from opengemma.lora import unload
 from opengemma.tune.recipe import TrainConfig, main
 from tests.tune.helpers import FORMAT_WORDS, write_jsonl
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import opengemma
-from opengemma.tune.lora import (
+from opengemma.lora import (
     AdapterError,
     LoRAConfig,
     adapter_state,

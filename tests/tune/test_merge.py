@@ -8,7 +8,7 @@ import sys
 import torch
 
 import opengemma
-from opengemma.tune.lora import LoRAConfig, apply_lora, lora_modules, save_adapter
+from opengemma.lora import LoRAConfig, apply_lora, lora_modules, save_adapter
 from tests.tiny import random_ids
 
 

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from opengemma.cli import main as cli_main
+from opengemma.lora import AdapterError, merge
 from opengemma.tune.data import TuneDataError
-from opengemma.tune.lora import AdapterError, merge
-from opengemma.tune.qbase import FrozenQuantLinear
+from opengemma.tune.qlora_base import FrozenQuantLinear
 from opengemma.tune.recipe import TrainConfig, lr_factor, main
 from tests.tune.helpers import format_records, write_jsonl
 
@@ -250,7 +250,7 @@ def test_quantize_base_adopts_int8_layers_by_type_not_name():
     """quantize_base takes a real Q8Linear over as is; a look-alike class of the same name is
     not one (the check is isinstance, not the class name)."""
     from opengemma.quant import Q8Linear, split_q8_0
-    from opengemma.tune.qbase import quantize_base
+    from opengemma.tune.qlora_base import quantize_base
 
     class Block(torch.nn.Module):
         def __init__(self, proj):

@@ -89,7 +89,7 @@ def bench(
     def body() -> None:
         from opengemma.api import default_model_path
         from opengemma.benchmark.harness import BenchOptions, run_benchmark
-        from opengemma.benchmark.report import print_rich, save_outputs
+        from opengemma.benchmark.results import print_rich, save_outputs
 
         source = text or DEFAULT_TEXT
         if not source.is_file():

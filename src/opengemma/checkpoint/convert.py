@@ -66,7 +66,7 @@ def convert(
         raise CheckpointError(f"the output {dst} is the input; choose another destination")
     torch_dtype = FLOAT_DTYPES[dtype]
     if quant is not None:
-        from opengemma.checkpoint.quantize import parse_type
+        from opengemma.checkpoint.gguf_quantize import parse_type
 
         qtype = parse_type(quant)
         torch_dtype = torch.float32 if dtype == "f32" else torch.bfloat16
@@ -81,8 +81,8 @@ def convert(
         write_hf(ckpt.config, ckpt.tensors, dst, torch_dtype, blob, overwrite)
         types = {n: dtype for n in ckpt.tensors}
     else:
+        from opengemma.checkpoint.gguf_quantize import parse_type
         from opengemma.checkpoint.gguf_writer import write_gguf
-        from opengemma.checkpoint.quantize import parse_type
 
         qtype = parse_type(quant or dtype)
         name = ckpt.info.get("metadata", {}).get("general.name")

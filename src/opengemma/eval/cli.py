@@ -130,7 +130,7 @@ def compare(
 ) -> None:
     """Both models answer the same prompts; an HTML report shows them side by side."""
     from opengemma.eval.compare import Comparison, answer_all, read_prompts, score
-    from opengemma.eval.report import write_report
+    from opengemma.eval.compare_report import write_report
 
     items = read_prompts(prompts)
     if judge is None and any(it.reference is None for it in items):
@@ -188,7 +188,7 @@ def safety(
 ) -> None:
     """Answer a prompt set, classify prompts and responses per policy, write an HTML report."""
     from opengemma.safety.guard import Guard
-    from opengemma.safety.report import load_prompt_set, run_safety_eval, write_report
+    from opengemma.safety.safety_report import load_prompt_set, run_safety_eval, write_report
 
     items = load_prompt_set(prompts)
     guard = Guard.load(guard_model or model, policy or None, threshold)

@@ -4,7 +4,7 @@
 and loads adapters; `data.py` turns JSONL records into ids + loss masks.
 """
 
-from opengemma.tune.lora import (
+from opengemma.lora import (
     AdapterError,
     LoRAConfig,
     apply_lora,

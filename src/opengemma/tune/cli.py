@@ -52,7 +52,7 @@ def tune(
     dtype: str = typer.Option("float32", help="Dtype of the frozen base (adapters are float32)."),
 ) -> None:
     """Fine-tune a Gemma model with LoRA (or QLoRA); writes a PEFT adapter to --out."""
-    from opengemma.tune.lora import parse_targets
+    from opengemma.lora import parse_targets
     from opengemma.tune.recipe import TrainConfig, main
 
     cfg = TrainConfig(

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opengemma.lora import ALL_TARGETS, LoRAConfig, apply_lora, trainable_parameters
 from opengemma.tune import data as tdata
 from opengemma.tune.distributed import DistEnv, all_sum, setup, shard, teardown, to_float
-from opengemma.tune.lora import ALL_TARGETS, LoRAConfig, apply_lora, trainable_parameters
 from opengemma.tune.plan import Plan
 from opengemma.tune.progress import TrainProgress
 from opengemma.tune.runlog import RunLog, StopFlag
@@ -309,7 +309,7 @@ def load_model(cfg: TrainConfig, env: DistEnv, run: RunLog) -> Any:
 
 def prepare_model(model: nn.Module, cfg: TrainConfig, env: DistEnv, run: RunLog) -> nn.Module:
     """Quantize the base (QLoRA), wrap the target linears, checkpoint activations, shard."""
-    from opengemma.tune.qbase import check_differentiable, quantize_base
+    from opengemma.tune.qlora_base import check_differentiable, quantize_base
 
     check_differentiable(model)
     if cfg.qlora:

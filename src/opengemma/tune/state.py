@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from opengemma.lora import PEFT_PREFIX, WEIGHTS_NAME, LoRAConfig, save_adapter
 from opengemma.tune.data import TuneDataError
 from opengemma.tune.distributed import DistEnv, full_state, set_full_state
-from opengemma.tune.lora import PEFT_PREFIX, WEIGHTS_NAME, LoRAConfig, save_adapter
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opengemma.lora import AdapterError
 from opengemma.quant import Q8Linear
-from opengemma.tune.lora import AdapterError
 
 QK = 32  # weights per int8 scale (opengemma.quant's block size)
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

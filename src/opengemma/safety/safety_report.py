@@ -2,7 +2,7 @@
 write `report.html` (per-policy rates, score histograms as PNG, the worst examples) and
 `report.json` into a directory.
 
-    from opengemma.safety.report import load_prompt_set, run_safety_eval, write_report
+    from opengemma.safety.safety_report import load_prompt_set, run_safety_eval, write_report
     records = run_safety_eval(lm, guard, load_prompt_set("prompts.jsonl"), max_tokens=128)
     write_report(records, guard, "out/", meta={"model": "gemma-3-270m"})
 
