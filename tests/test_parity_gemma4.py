@@ -273,3 +273,31 @@ def test_gguf_round_trip_keeps_logits(case, models, tmp_path):
         torch.testing.assert_close(ours_from_dir(gguf)(ids), want, atol=1e-4, rtol=0)
         torch.testing.assert_close(hf(ids).logits, want, atol=1e-4, rtol=0)
     assert ours_from_dir(gguf).config == ours_from_dir(path).config
+
+
+def test_moe_gguf_holds_experts_as_int8_blocks_read_only_when_routed(models, tmp_path):
+    """A Q8_0 GGUF of the MoE model: experts load as int8 blocks (the router stays float32),
+    equal to quantizing the float model, and an expert no token is routed to is never read."""
+    from opengemma.build import build_model
+    from opengemma.checkpoint import load_checkpoint
+    from opengemma.checkpoint.convert import convert
+
+    ref, path = models["moe"]
+    gguf = convert(path, tmp_path / "q8.gguf", "gguf", dtype="f32", quant="q8_0").path
+    ckpt = load_checkpoint(gguf, torch.float32, quant="q8")
+    model = build_model(ckpt, torch.float32, "cpu")
+    experts = model.layers[0].experts
+    assert experts.gate_up_proj.dtype == torch.uint8 and experts.gate_up_proj.dim() == 3
+    assert model.layers[0].router.proj.weight.dtype == torch.float32
+    quantized = ours_from_dir(path)
+    quantize_model(quantized)
+    ids = random_ids(N)
+    with torch.no_grad():
+        got = model(ids)
+        torch.testing.assert_close(got, quantized(ids), atol=1e-5, rtol=0)
+        used = set(_routes(model, random_ids(1, seed=9))[0].flatten().tolist())
+        idle = next(e for e in range(4) if e not in used)
+        before = model(random_ids(1, seed=9))
+        experts.gate_up_proj[idle] = 255  # NaN scales: any read of this expert would show
+        after = model(random_ids(1, seed=9))
+    assert torch.equal(before, after)

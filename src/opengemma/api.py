@@ -91,9 +91,14 @@ class LM:
         max_tokens: int = 256,
         stop: Sequence[str] | str | None = None,
         watermark: Any = None,
+        speculative: str | None = None,
         **sampling: Any,
     ) -> Iterator[GenerationChunk]:
         """Stream a continuation of token ids; `sampling` are SamplingParams fields.
+
+        `speculative="ngram"`: prompt-lookup speculative decoding (opengemma.speculative): the
+        same tokens as without it, fewer model calls when the output repeats the context; what
+        it did is in `self.last_speculation` (a SpeculationStats) as the stream runs.
 
         `watermark`: a `opengemma.safety.watermark.WatermarkConfig` (SynthID Text) to embed a
         detectable watermark; it needs sampling (temperature > 0).
@@ -108,8 +113,14 @@ class LM:
             extra.append(WatermarkProcessor(watermark))  # one per sequence: it keeps history
         sampler = Sampler(params, extra=extra, prompt_len=len(prompt_ids))
         stops = [stop] if isinstance(stop, str) else list(stop or ())
+        steps: dict[str, Any] = {}
+        self.last_speculation = None
+        if speculative is not None:
+            from opengemma.speculative import speculative_steps
+
+            steps["steps"], self.last_speculation = speculative_steps(speculative)
         return stream_generate(self.model, self.tokenizer, prompt_ids, sampler, max_tokens,
-                               stops, self.stop_ids)  # fmt: skip
+                               stops, self.stop_ids, **steps)  # fmt: skip
 
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 256,
                **kwargs: Any) -> Iterator[GenerationChunk]:  # fmt: skip

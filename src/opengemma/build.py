@@ -35,7 +35,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device
 
         quantize_model(model, ckpt.quantized, dtype)
         # the int8 buffers are in place already; everything else comes from the checkpoint
-        tensors.update({k: v for k, v in model.state_dict().items() if k not in expected})
+        tensors.update({k: v for k, v in model.state_dict().items() if k not in tensors})
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 

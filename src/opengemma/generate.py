@@ -157,12 +157,14 @@ def stream_generate(
     max_tokens: int,
     stop: Sequence[str] = (),
     stop_ids: Iterable[int] = (),
+    steps=generate_step,
 ) -> Iterator[GenerationChunk]:
     """One GenerationChunk per generated token; text never splits a UTF-8 character and never
-    shows any part of a stop string. Stop tokens and stop strings are not part of the text."""
+    shows any part of a stop string. Stop tokens and stop strings are not part of the text.
+    `steps`: the token source, generate_step or one with its signature (e.g. speculative)."""
     release = TextRelease(tokenizer, stop, stop_ids)
     budget = check_lengths(model, len(prompt_ids), max_tokens)
-    for i, token in enumerate(generate_step(model, prompt_ids, sampler, budget)):
+    for i, token in enumerate(steps(model, prompt_ids, sampler, budget)):
         text, reason = release.add(token, last=i + 1 == budget)
         yield GenerationChunk(text, token, reason)
         if reason is not None:

@@ -256,7 +256,10 @@ class Router(nn.Module):
 
 class Experts(nn.Module):
     """`num_experts` GeGLU MLPs stored as 3-D tensors (transformers' layout: gate and up
-    stacked in `gate_up_proj`); each token runs through its routed experts only."""
+    stacked in `gate_up_proj`); each token runs through its routed experts only. Quantized
+    (opengemma.quant), the two tensors become int8 blocks read one routed expert at a time."""
+
+    stacked_weights = ("gate_up_proj", "down_proj")
 
     def __init__(self, cfg: GemmaConfig):
         super().__init__()
@@ -269,10 +272,18 @@ class Experts(nn.Module):
         out = torch.zeros_like(x)
         for e in torch.unique(ids).tolist():  # only the experts some token was routed to
             token, slot = torch.where(ids == e)
-            gate, up = F.linear(x[token], self.gate_up_proj[e]).chunk(2, dim=-1)
-            y = F.linear(F.gelu(gate, approximate="tanh") * up, self.down_proj[e])
+            gate, up = self._linear(x[token], self.gate_up_proj[e]).chunk(2, dim=-1)
+            y = self._linear(F.gelu(gate, approximate="tanh") * up, self.down_proj[e])
             out.index_add_(0, token, (y * weights[token, slot, None]).to(out.dtype))
         return out
+
+    @staticmethod
+    def _linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if w.dtype != torch.uint8:
+            return F.linear(x, w)
+        from opengemma.quant import q8_linear  # int8 blocks of one expert
+
+        return q8_linear(x, w).to(x.dtype)
 
 
 class GemmaModel(nn.Module):

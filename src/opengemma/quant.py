@@ -204,14 +204,24 @@ def _scratch(nbytes: int) -> torch.Tensor:
     return buf
 
 
-def block_shape(blocks: torch.Tensor) -> tuple[int, int]:
-    """The (N, K) weight shape Q8_0 blocks hold."""
-    if blocks.dtype != torch.uint8 or blocks.dim() != 2 or blocks.shape[1] % BLOCK_BYTES:
+def block_shape(blocks: torch.Tensor) -> tuple[int, ...]:
+    """The (N, K) weight shape Q8_0 blocks hold ((E, N, K) for stacked experts)."""
+    if blocks.dtype != torch.uint8 or blocks.dim() not in (2, 3) or blocks.shape[-1] % BLOCK_BYTES:
         shape = tuple(blocks.shape)
         raise ValueError(
             f"Q8_0 blocks are uint8 (N, K/32*{BLOCK_BYTES}); got {blocks.dtype} {shape}"
         )
-    return blocks.shape[0], blocks.shape[1] // BLOCK_BYTES * QK
+    return (*blocks.shape[:-1], blocks.shape[-1] // BLOCK_BYTES * QK)
+
+
+def q8_linear(rows: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """rows (R, K) @ W.T for Q8_0 blocks (N, K/32*34): int8 activations for a few rows (decode),
+    the dequantized weights for many (prefill: compute-bound, bfloat16 where the CPU has it)."""
+    if rows.shape[0] <= GEMV_MAX_ROWS:
+        return q8_0_matmul(rows, blocks)
+    if bf16_matmul_native():  # long inputs: compute-bound, bfloat16 runs at 2-3x
+        return F.linear(rows.bfloat16(), dequantize_q8_0_bf16(blocks))
+    return F.linear(rows.float(), dequantize_q8_0(blocks))
 
 
 class Q8Linear(nn.Module):
@@ -231,13 +241,7 @@ class Q8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input of width {x.shape[-1]} to a layer {self.in_features} wide")
-        rows = x.reshape(-1, self.in_features)
-        if rows.shape[0] <= GEMV_MAX_ROWS:
-            out = q8_0_matmul(rows, self.blocks)
-        elif bf16_matmul_native():  # long inputs: compute-bound, bfloat16 runs at 2-3x
-            out = F.linear(rows.bfloat16(), dequantize_q8_0_bf16(self.blocks))
-        else:
-            out = F.linear(rows.float(), dequantize_q8_0(self.blocks))
+        out = q8_linear(x.reshape(-1, self.in_features), self.blocks)
         if out.dtype != x.dtype:
             out = out.to(x.dtype)
         return out.view(*x.shape[:-1], self.out_features)
@@ -288,6 +292,14 @@ def quantize_model(
     for prefix, module in list(model.named_modules()):
         if getattr(module, "keep_float", False):  # e.g. the MoE router: exact routing
             continue
+        for name in getattr(module, "stacked_weights", ()):  # 3-D expert weights
+            key = f"{prefix}.{name}" if prefix else name
+            given = weights.get(key) if weights is not None else None
+            w = getattr(module, name)
+            blocks = given if given is not None else quantize_q8_0(
+                w.reshape(-1, w.shape[-1])).reshape(*w.shape[:-1], -1)  # fmt: skip
+            delattr(module, name)
+            module.register_buffer(name, blocks)
         for child_name, child in list(module.named_children()):
             key = f"{prefix}.{child_name}.weight" if prefix else f"{child_name}.weight"
             given = weights.get(key) if weights is not None else None

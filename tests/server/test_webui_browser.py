@@ -469,6 +469,11 @@ class TestGuardAndWatermark:
                           temperature=1.0, top_k=40, seed=7)  # fmt: skip
         plain = ("The committee met on Tuesday to review the budget, and after a long "
                  "discussion it agreed to fund the new library and repair the bridge.")  # fmt: skip
+        url, auth = f"{srv.url}/v1/watermark/detect", {"Authorization": "Bearer unused"}
+        for bad, param in (({"text": " "}, "text"), ({"text": "x", "alpha": 2}, "alpha"),
+                           ({"txt": "x"}, "text")):  # fmt: skip
+            r = httpx.post(url, json=bad, headers=auth, timeout=60)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
         p.click("#toggle-check")
         for text, expect in ((marked, True), (plain, False)):
             p.fill("#check-text", text)
@@ -496,3 +501,15 @@ def test_page_and_assets_are_served_with_a_strict_policy(server):
     # every asset the page names is one the server has
     for ref in ("/webui/style.css", "/webui/app.js"):
         assert ref in r.text and httpx.get(server.url + ref, timeout=30).status_code == 200
+
+
+def test_detect_needs_the_key_and_a_watermarked_server(server):
+    url = f"{server.url}/v1/watermark/detect"
+    assert httpx.post(url, json={"text": "hello"}, timeout=30).status_code == 401
+    r = httpx.post(url, json={"text": "hello"}, timeout=30,
+                   headers={"Authorization": f"Bearer {API_KEY}"})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["code"] == "watermark_disabled"
+    assert "--watermark" in r.json()["error"]["message"]
+    info = httpx.get(f"{server.url}/v1/info", timeout=30).json()  # open, like /v1/models
+    assert info["auth_required"] is True and info["watermark"]["enabled"] is False
+    assert info["guard"]["stages"] == [] and info["model"] == "gemma-3-270m"

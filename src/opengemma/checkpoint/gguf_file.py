@@ -167,8 +167,8 @@ def load_gguf(
             if key in gf.metadata:
                 gf.metadata[key] = None
     ours = {n: gguf_to_ours(n) for n in gf.tensors}
-    matrices = [n for n, t in gf.tensors.items()
-                if len(t.shape) == 2 and ours[n] and not keeps_float(ours[n])]  # fmt: skip
+    matrices = [n for n, t in gf.tensors.items()  # 3-D: stacked experts
+                if len(t.shape) in (2, 3) and ours[n] and not keeps_float(ours[n])]  # fmt: skip
     if quant == "auto":
         stored = {gf.tensors[n].type_name for n in matrices}
         quant = "q8" if stored - set(_FLOAT_TYPES) else "none"

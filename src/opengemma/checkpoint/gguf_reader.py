@@ -372,20 +372,21 @@ class GGUFFile:
 
     def load_q8_0(self, name: str) -> torch.Tensor:
         """A 2-D tensor as Q8_0 blocks, opengemma's in-memory format for int8 layers
-        (opengemma.quant): uint8 (N, K/32*34).
+        (opengemma.quant): uint8 (N, K/32*34); a 3-D one (stacked experts) as (E, N, K/32*34).
 
         Q8_0 is taken over as stored, Q4_0 and Q5_0 exactly (their small integers times the
         same float16 scale); other types are decoded and quantized as the gguf package's Q8_0
         quantizer does, a chunk of rows at a time, never holding a float copy of the tensor.
         """
         info = self.tensors[name]
-        if len(info.shape) != 2 or info.shape[1] % QK:
+        if len(info.shape) not in (2, 3) or info.shape[-1] % QK:
             raise CheckpointError(
                 f"{self.path}: tensor {name} of shape {info.shape} cannot be held as int8 blocks: "
-                f"it must be 2-D with rows a multiple of {QK} long"
+                f"it must be 2-D or 3-D with rows a multiple of {QK} long"
             )
         self._check_byteorder()
-        N, K = info.shape
+        *lead, K = info.shape
+        N = int(np.prod(lead))
         data = self.raw(name)
         out = torch.empty(N, K // QK * _Q8_0_BYTES, dtype=torch.uint8)
         lib, row_bytes, step = native(), info.nbytes // N, max(1, _CHUNK_ELEMENTS // K)
@@ -403,7 +404,7 @@ class GGUFFile:
             # drop the chunk's file pages: the file's copy of a large matrix (the embedding)
             # is never resident beside the whole in-memory copy
             self.release(info.offset + r0 * row_bytes, rows * row_bytes)
-        return out
+        return out.reshape(*lead, -1)
 
     def _q8_0_rows(self, data: np.ndarray, info: TensorInfo, out: torch.Tensor) -> None:
         """load_q8_0 of a few rows without the native kernel (numpy / PyTorch)."""

@@ -18,7 +18,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
 
 from opengemma.checkpoint.gguf_keys import LOCAL_BASE_KEY, QPAS_KEY
 from opengemma.checkpoint.gguf_quantize import FILE_TYPE, quantize, storage_type
-from opengemma.checkpoint.keymap import is_norm, ours_to_gguf
+from opengemma.checkpoint.keymap import is_norm, keeps_float, ours_to_gguf
 from opengemma.checkpoint.writing import checked_atomic_path
 from opengemma.config import GemmaConfig
 
@@ -158,6 +158,8 @@ def write_gguf(
     """
     head = head or {}
     plan = {n: storage_type(tuple(t.shape), qtype) for n, t in {**tensors, **head}.items()}
+    # the MoE router stays float32, as llama.cpp keeps ffn_gate_inp: exact expert choice
+    plan.update({n: GGMLQuantizationType.F32 for n in tensors if keeps_float(n)})
     with checked_atomic_path(dst, overwrite, is_dir=False) as out:
         w = GGUFWriter(out, gguf_arch(config))
         w.add_type("model")

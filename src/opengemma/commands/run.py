@@ -47,6 +47,10 @@ def run(
     watermark: str = typer.Option(
         None, help="Embed a SynthID Text watermark with these keys (opengemma watermark keygen)."
     ),
+    speculative: str = typer.Option(
+        None, "--speculative", help="ngram: prompt-lookup speculative decoding (the same output; "
+        "faster when it repeats the prompt, e.g. copying or editing text).",
+    ),  # fmt: skip
     threads: str = typer.Option(None, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
 ) -> None:
@@ -61,6 +65,8 @@ def run(
         from opengemma.safety.watermark import WatermarkConfig
 
         kwargs["watermark"] = WatermarkConfig.load(watermark)
+    if speculative is not None:
+        kwargs["speculative"] = speculative
     lm = load_model(model, dtype, quiet, threads, quant, adapter)
     if chat:
         chunks = lm.chat_stream(
@@ -69,6 +75,11 @@ def run(
     else:
         chunks = lm.stream(prompt, max_tokens, stop=stop, **kwargs)
     stream_to_stdout(chunks, quiet)
+    stats = getattr(lm, "last_speculation", None)
+    if stats is not None and not quiet:
+        print(f"[speculative {stats.method}: {stats.accepted}/{stats.drafted} drafted tokens "
+              f"accepted, {stats.tokens_per_step:.2f} tokens per step"
+              f"{'; ' + stats.reason if stats.reason else ''}]", file=sys.stderr)  # fmt: skip
 
 
 def _read_prompt(prompt: str | None, file: str | None) -> str:

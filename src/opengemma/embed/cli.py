@@ -167,7 +167,7 @@ def embed(
         eprint(f"opengemma: note: {lm.path.name} is a causal decoder, not a trained embedding "
                f"model: these are its {embedder.head.pooling}-pooled hidden states")  # fmt: skip
     began = time.perf_counter()
-    with AtomicPath(output) as tmp, _progress(total, not quiet) as bar:
+    with AtomicPath(output) as tmp, _progress(total, not quiet and sys.stderr.isatty()) as bar:
         bar_task = bar.add_task("embedding", total=total)
         writer = _Writer(tmp, dimensions or embedder.dim)
         for texts_chunk in _chunks(texts, chunk):

@@ -6,7 +6,11 @@
  * cache write, attention over the cache (sliding window, soft-capping, grouped/multi-query
  * heads), output projection, sandwich norms, the GeGLU MLP, the final norm and the tied output
  * projection. B rows (sequences) advance together, each at its own position in its own cache,
- * so every weight is read once per step for all of them.
+ * so every weight is read once per step for all of them. Rows may also be consecutive tokens of
+ * one sequence (one cache, positions p, p+1, ...: speculative decoding's verification): every
+ * row's keys are written before any row attends, and each attends to positions up to its own,
+ * so row t computes the same bits as the t-th of single steps (a ring cache then needs B - 1
+ * slots beyond its window, so that no row evicts a key an earlier row still sees).
  *
  * The arithmetic follows opengemma.model with the int8 layers of opengemma.quant (activations
  * quantized per block of 32 before each projection); results agree with that path to float32
@@ -97,12 +101,16 @@ static inline float dot(const float *a, const float *b, long n) {
 
 static inline float softcap(float x, float cap) { return cap > 0.0f ? tanhf(x / cap) * cap : x; }
 
-/* the cache slots a query at position p may attend to -> slots; returns their count */
+/* the cache slots a query at position p may attend to -> slots, in order of position (so that
+ * a ring of any size, or a full cache, sums the same keys in the same order: the same bits);
+ * returns their count */
 static long visible_slots(const DLayer *L, const DCache *c, int64_t p, long *slots) {
+    int64_t first = L->window > 0 && p - L->window + 1 > 0 ? p - L->window + 1 : 0;
     long n = 0;
-    for (long s = 0; s < c->cap; s++) {
-        int64_t kp = c->pos ? c->pos[s] : s;
-        if (kp < 0 || kp > p || (L->window > 0 && kp <= p - L->window)) continue;
+    for (int64_t q = first; q <= p; q++) {
+        long s = c->pos ? (long)(q % c->cap) : (long)q;
+        if (s >= c->cap) break;
+        if (c->pos && c->pos[s] != q) continue; /* not held (evicted or never written) */
         slots[n++] = s;
     }
     return n;
@@ -259,7 +267,7 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
         q8_quantize(h, xq, xs, B, d); /* shared by gate and up */
         q8_0_gemv(xq, xs, L->wgate.w, gate, B, m->ffn, d, nthreads);
         q8_0_gemv(xq, xs, L->wup.w, up, B, m->ffn, d, nthreads);
-        gelu_mul(gate, up, B * m->ffn);
+        for (long b = 0; b < B; b++) gelu_mul(gate + b * m->ffn, up + b * m->ffn, m->ffn);
         q8_0_linear(gate, xq, xs, L->wdown.w, h, B, L->wdown.n, L->wdown.k, nthreads);
         for (long b = 0; b < B; b++) {
             float *hb = h + b * d, *xb = x + b * d;
@@ -269,7 +277,8 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
     }
     for (long b = 0; b < B; b++) rms_norm(x + b * d, m->final_norm, h + b * d, d, m->eps);
     q8_0_linear(h, xq, xs, m->embed.w, logits, B, m->embed.n, m->embed.k, nthreads);
-    if (m->final_softcap > 0.0f) softcap_all(logits, B * m->vocab, m->final_softcap);
+    if (m->final_softcap > 0.0f) /* row by row: each row's bits independent of the batch */
+        for (long b = 0; b < B; b++) softcap_all(logits + b * m->vocab, m->vocab, m->final_softcap);
     free(buf);
     free(slots);
     return 0;

@@ -48,8 +48,8 @@ function meta(msg, index, opts) {
   }
   if (msg.error) box.append(el("span", "note error-text", msg.error));
   if (msg.stats && msg.stats.watermarked) {
-    const wm = el("span", "badge watermark reply-watermark", "Watermarked");
-    wm.title = "Sampled with this server's SynthID Text watermark";
+    const wm = el("span", "badge watermark reply-watermark", "Watermark applied");
+    wm.title = "Sampled with this server's SynthID Text watermark (Check tests whether it is detectable)";
     box.append(wm);
   }
   for (const [name, text] of formatStats(msg.stats)) box.append(el("span", `stat stat-${name}`, text));
