@@ -134,10 +134,11 @@ def _gguf_vocab(meta: dict[str, Any]) -> _Vocab:
             "Tokenizer.from_file."
         )
     kind = meta.get("tokenizer.ggml.model")
-    if kind != "llama":
+    # llama.cpp names Gemma 4's vocabulary "gemma4": the same SentencePiece pieces and scores
+    if kind not in ("llama", "gemma4"):
         raise TokenizerError(
-            f"The GGUF tokenizer is {kind!r}, not SentencePiece ('llama'), so it is not a "
-            "Gemma 1/2/3 tokenizer; use a Gemma GGUF file."
+            f"The GGUF tokenizer is {kind!r}, not SentencePiece ('llama', 'gemma4'), so it is "
+            "not a Gemma tokenizer; use a Gemma GGUF file."
         )
     if meta.get("tokenizer.ggml.add_space_prefix", False):
         raise TokenizerError(
