@@ -61,13 +61,19 @@ _SHAPE_REJECT = re.compile(
 _MONEY = re.compile(r"[$€£¥₹₩]|R\$|\b(?:EUR|USD|GBP|CHF|BRL|JPY|CNY|KRW)\b")
 
 
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+_EXTENSION = re.compile(r"x|ext|#")
+
+
 def _script_regions(text: str) -> tuple[str, ...]:
     """Regions the script of the text suggests (tried first for national numbers)."""
-    if any("\u3040" <= c <= "\u30ff" for c in text):
+    if _KANA.search(text):
         return ("JP",)
-    if any("\uac00" <= c <= "\ud7a3" for c in text):
+    if _HANGUL.search(text):
         return ("KR",)
-    if any("\u4e00" <= c <= "\u9fff" for c in text):
+    if _HAN.search(text):
         return ("CN", "TW", "HK", "JP")
     return ()
 
@@ -95,7 +101,7 @@ class PhoneDetector(RuleDetector):
             if cand.startswith("(") and ")" not in cand:
                 cand, start = cand[1:], start + 1
             digits = sum(c.isdigit() for c in cand)
-            if not 7 <= digits <= 15 + 6 * bool(re.search(r"x|ext|#", cand)):
+            if not 7 <= digits <= 15 + 6 * bool(_EXTENSION.search(cand)):
                 continue
             if _SHAPE_REJECT.match(cand) or self._money(text, start, start + len(cand)):
                 continue

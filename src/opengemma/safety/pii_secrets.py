@@ -51,10 +51,11 @@ _KEY_NAME = (
     r"private[_-]?key|client[_-]?secret|auth[_-]?key|credentials?|signing[_-]?key)"
 )
 _ASSIGNED = re.compile(
-    rf"(?i)[\w.-]*{_KEY_NAME}[\w.-]*['\"]?\s*(?:=|:|=>|:=)\s*(?:[rbu]?['\"])?"
+    rf"(?i){_KEY_NAME}[\w.-]*['\"]?\s*(?:=|:|=>|:=)\s*(?:[rbu]?['\"])?"
     r"(?P<value>[A-Za-z0-9_\-+/=.~]{16,512})"
     r"|\bBearer\s+(?P<bearer>[A-Za-z0-9_\-.~+/]{16,512}=*)"
 )
+_KEY_WORD = re.compile(r"(?i)key|secret|token|passw|pwd|credential|bearer")  # a cheap gate
 _KEY_FIELD = re.compile(rf"(?i){_KEY_NAME}s?$")
 
 
@@ -94,7 +95,7 @@ class ApiKeyDetector(RuleDetector):
             ):
                 if not is_placeholder(m.group()):
                     out.append(self._hit(m.start(), m.end(), 0.99, "API_KEY"))
-        for m in _ASSIGNED.finditer(text):
+        for m in _ASSIGNED.finditer(text) if _KEY_WORD.search(text) else ():
             group = "value" if m.group("value") else "bearer"
             start, value = m.start(group), m.group(group).rstrip(".")
             if looks_random(value) and not is_placeholder(value):
