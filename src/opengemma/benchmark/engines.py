@@ -74,7 +74,8 @@ class _OpenGemma:
         self.lm = opengemma.load(job["model"], dtype=job["dtype"], **options)
         self.load_s = time.perf_counter() - start
         self.threads = {"decode": torch.get_num_threads(), "batch": torch.get_num_threads()}
-        self.info = {"weight_bytes": weight_bytes(self.lm.model), "dtype": str(self.lm.model.dtype)}
+        self.info = {"weight_bytes": weight_bytes(self.lm.model), "dtype": str(self.lm.model.dtype),
+                     "decode_path": _decode_path(self.lm)}  # fmt: skip
 
     def generate(self, ids: list[int], n: int) -> tuple[float, list[float], list[int]]:
         from opengemma.generate import generate_step
@@ -258,6 +259,19 @@ def _peak_rss() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _decode_path(lm) -> str:
+    """Which one-token step opengemma runs: the native call, or PyTorch and why."""
+    from opengemma.native_decode import native_unsupported
+
+    if lm.model.native_decoder is not None:
+        return "native step"
+    if getattr(lm, "quant", "none") != "q8":
+        return f"PyTorch ({lm.model.dtype})"
+    lacking = native_unsupported(lm.config)
+    why = f"the native step lacks {', '.join(lacking)}" if lacking else "no native kernels"
+    return f"PyTorch int8 ({why})"
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -19,12 +19,13 @@ def _setting_title(s: dict[str, Any], stored: int | None) -> str:
     if "error" in bw:
         return f"threads={s['threads']} (bandwidth not measured: {bw['error']})"
     held = s["raw"].get("opengemma", {}).get("weight_bytes")
+    path = s["raw"].get("opengemma", {}).get("decode_path")
     return (
         f"threads={s['threads']}: read bandwidth {bw['gbs']:.1f} GB/s (sum {bw['sum_gbs']:.1f},"
         f" matvec {bw['matvec_gbs']:.1f}); decode bound {_f(s['bound_tps'], '.0f')} tok/s "
         f"for opengemma's {_f(held, '.0f', 1e-6)} MB in memory, "
         f"{_f(s['stored_bound_tps'], '.0f')} tok/s for the file's "
-        f"{_f(stored, '.0f', 1e-6)} MB"
+        f"{_f(stored, '.0f', 1e-6)} MB" + (f"; opengemma decodes on the {path}" if path else "")
     )
 
 
