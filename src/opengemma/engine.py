@@ -29,6 +29,7 @@ import torch
 from opengemma.errors import OpenGemmaError
 from opengemma.generate import TextRelease, check_lengths, prefill
 from opengemma.model import GemmaModel
+from opengemma.prefix_cache import PrefixCache
 from opengemma.sampling import Sampler, SamplingParams
 
 log = logging.getLogger("opengemma.engine")
@@ -110,6 +111,7 @@ class RequestHandle:
         self.generated = 0
         self.finish_reason: FinishReason | None = None
         self.aborted = threading.Event()
+        self.cached_tokens = 0  # prompt tokens taken from the prefix cache
 
     @property
     def prompt_tokens(self) -> int:
@@ -153,6 +155,7 @@ class Engine:
     max_batch: rows generating at once (each holds its own KV cache).
     max_queue: requests allowed to wait for a slot; beyond it `submit` raises QueueFullError.
     prefill_chunk: prompt tokens read per engine iteration, between two decode steps.
+    prefix_cache_bytes: bound of the automatic prefix cache (0: off); see opengemma.prefix_cache.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class Engine:
         max_queue: int = 64,
         prefill_chunk: int = 256,
         stop_ids: Sequence[int] | None = None,
+        prefix_cache_bytes: int = 0,
     ):
         if max_batch < 1 or max_queue < 0 or prefill_chunk < 1:
             raise EngineError("max_batch and prefill_chunk must be >= 1, max_queue >= 0")
@@ -170,6 +174,7 @@ class Engine:
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
         default_stops = {tokenizer.eos_id, tokenizer.end_of_turn_id}
         self.stop_ids = set(stop_ids) if stop_ids is not None else default_stops - {None}
+        self.prefix_cache = PrefixCache(model.config, prefix_cache_bytes)  # 0 bytes: off
         self.on_finish: Callable[[RequestHandle], None] | None = None  # called on engine thread
         self._waiting: deque[RequestHandle] = deque()
         self._running: list[_Row] = []
@@ -358,13 +363,18 @@ class Engine:
             if budget <= 0:
                 return
             ids = row.handle.request.prompt_ids
-            take = ids[row.prefilled : row.prefilled + budget]
             try:
+                if row.prefilled == 0:
+                    restored = self.prefix_cache.restore(ids, row.cache)
+                    row.prefilled = row.handle.cached_tokens = restored
+                take = ids[row.prefilled : row.prefilled + budget]
                 logits = prefill(self.model, take, row.cache, chunk=self.prefill_chunk)
+                row.prefilled += len(take)
+                if not row.prefilling:
+                    self.prefix_cache.store(ids, row.cache)
             except Exception as exc:
                 self._fail(row, exc)
                 continue
-            row.prefilled += len(take)
             budget -= len(take)
             if not row.prefilling:
                 self._sample(row, logits)
@@ -445,6 +455,11 @@ class Engine:
     ) -> None:
         if row in self._running:
             self._running.remove(row)
+        if reason in ("stop", "length") and row.cache is not None:
+            try:  # prompt + generated tokens, for the next turn of a chat
+                self.prefix_cache.store(row.tokens, row.cache)
+            except Exception as exc:
+                self._log_failure(exc, "storing a prefix")
         row.cache = None  # free the KV cache now, not when the handle is collected
         if event is None:
             event = TokenEvent("", -1, reason, error=error)

@@ -115,6 +115,10 @@ def main(
     max_batch: int = typer.Option(8, min=1, help="Requests decoding together."),
     max_queue: int = typer.Option(64, min=0, help="Requests waiting; beyond: 503."),
     prefill_chunk: int = typer.Option(256, min=1, help="Prompt tokens per engine step."),
+    prefix_cache_mb: int = typer.Option(
+        512, min=0, help="Memory for cached prompt prefixes (K/V reused by later requests), MiB."
+    ),
+    no_prefix_cache: bool = typer.Option(False, help="Turn automatic prefix caching off."),
     max_model_len: int = typer.Option(
         None, min=2, help="Longest prompt + completion accepted [default: the model's context]"
     ),
@@ -158,6 +162,7 @@ def main(
         max_batch=max_batch,
         max_queue=max_queue,
         prefill_chunk=prefill_chunk,
+        prefix_cache_bytes=0 if no_prefix_cache else prefix_cache_mb << 20,
         max_model_len=max_model_len,
         default_max_tokens=default_max_tokens,
         request_timeout=request_timeout,

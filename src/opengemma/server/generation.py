@@ -305,12 +305,17 @@ async def collect(sub: Submitted, request: Request) -> list[Choice]:
     return choices
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
+def usage(prompt_tokens: int, completion_tokens: int, sub: Submitted | None = None) -> dict:
+    """OpenAI's usage object; `cached_tokens`: prompt tokens the prefix cache served."""
+    out: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if sub is not None:
+        cached = max((h.cached_tokens for h in sub.handles), default=0)  # one prompt, n choices
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
 
 
 async def check_input(state: ServerState, text: str, param: str) -> None:

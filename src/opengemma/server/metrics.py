@@ -36,6 +36,19 @@ class Metrics:
         )
         waiting.labels(**label).set_function(lambda: engine.num_waiting)
         self.label = label
+        cached = Gauge(
+            f"{p}prefix_cache_bytes",
+            "Bytes of K/V held by the automatic prefix cache.",
+            ["model_name"],
+            registry=reg,
+        )
+        cached.labels(**label).set_function(lambda: engine.prefix_cache.nbytes)
+        self.prefix_hits = Counter(
+            f"{p}prefix_cache_hit_tokens",
+            "Prompt tokens served from the prefix cache instead of computed.",
+            ["model_name"],
+            registry=reg,
+        )
         self.http = Counter(
             f"{p}http_requests",
             "HTTP requests by route and status code.",
@@ -96,6 +109,7 @@ class Metrics:
         else:
             self.finished.labels(finished_reason=reason, **self.label).inc()
         self.prompt_tokens.labels(**self.label).inc(handle.prompt_tokens)
+        self.prefix_hits.labels(**self.label).inc(handle.cached_tokens)
         self.generation_tokens.labels(**self.label).inc(handle.generated)
         if handle.first_token is not None:
             self.ttft.labels(**self.label).observe(handle.first_token - handle.arrival)

@@ -147,7 +147,7 @@ async def sse(
             yield f"data: {json.dumps(chunk)}\n\n"
     else:
         if include_usage:
-            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage(prompt_tokens, generated)})}\n\n"  # noqa: E501
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage(prompt_tokens, generated, sub)})}\n\n"  # noqa: E501
     yield "data: [DONE]\n\n"
 
 
@@ -200,7 +200,7 @@ async def completions(body: CompletionRequest, request: Request):
     return {
         **base,
         "choices": [choice(i, None, c) for i, c in enumerate(choices)],
-        "usage": usage(prompt_tokens, generated),
+        "usage": usage(prompt_tokens, generated, sub),
     }
 
 
@@ -288,7 +288,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         lp = chat_logprobs(tok, c.events) if top is not None else None
         out.append({"index": i, "message": message, "logprobs": lp, "finish_reason": reason})
     generated = sum(len(c.events) for c in choices)
-    return {**base, "choices": out, "usage": usage(len(ids), generated)}
+    return {**base, "choices": out, "usage": usage(len(ids), generated, sub)}
 
 
 def tool_chunk(stream: chat_tools.ToolStream, index: int, event: TokenEvent) -> dict | None:
