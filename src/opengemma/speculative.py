@@ -141,6 +141,7 @@ def ngram_generate_step(
     tokens[:P] = torch.tensor(list(prompt_ids), dtype=torch.long)
     drafter = NgramDrafter(prompt_ids, min_ngram=min_ngram)
     limit = max_draft  # drafts shrink after a miss, grow back after full acceptance
+    pause, wait = 0, 0  # after drafts the model wholly rejects, skip 1, 2, 4 ... 16 steps
     decoder = model.native_decoder
     rows = prefill(model, prompt_ids, cache)[None]
     _widen_rings(cache, max_draft)
@@ -161,7 +162,13 @@ def ngram_generate_step(
         _rewind(cache, len(draft) - i)  # the drafted tokens after the sampler's own choice
         if draft:
             limit = min(max_draft, 2 * limit) if i == len(draft) else max(1, i + 1)
-        draft = drafter.draft(min(limit, P + max_tokens - n - 1))
+            pause = min(16, max(1, 2 * pause)) if i == 0 else 0
+            wait = pause
+        if wait:  # free text: a wrong draft costs most of a step
+            wait -= 1
+            draft = []
+        else:
+            draft = drafter.draft(min(limit, P + max_tokens - n - 1))
         stats.drafted += len(draft)
         stats.steps += 1
         chunk = torch.tensor([token, *draft], dtype=torch.long)

@@ -81,6 +81,10 @@ def bench(
     plot: Path = typer.Option(None, help="Write a PNG bar chart here (matplotlib)."),  # noqa: B008
     timeout: float = typer.Option(1800, help="Seconds allowed per child process."),
     bandwidth_mib: int = typer.Option(1024, help="MiB read to measure memory bandwidth."),
+    speculative: bool = typer.Option(
+        False, "--speculative", help="Only opengemma: plain vs prompt-lookup speculative decoding "
+        "(speed-up, acceptance) on a copying task and on free text.",
+    ),  # fmt: skip
 ) -> None:
     """Speed, memory and perplexity of opengemma beside llama.cpp and transformers."""
     from opengemma.cli_support import cli_errors, eprint
@@ -94,6 +98,12 @@ def bench(
         source = text or DEFAULT_TEXT
         if not source.is_file():
             raise BenchmarkError(f"no text at {source}; pass --text FILE with a few KB of prose")
+        if speculative:
+            from opengemma.benchmark.speculative import run_section
+
+            run_section(model, source.read_text(encoding="utf-8"), _parse_threads(threads),
+                        decode_tokens, repeats, json_out, markdown, log=eprint)  # fmt: skip
+            return
         opts = BenchOptions(
             model=default_model_path() if model is None else Path(model),
             engines=[e.strip() for e in engines.split(",") if e.strip()],

@@ -91,3 +91,34 @@ def markdown(rows: list[SpecRow]) -> str:
         f"| {r.speedup:.2f}x | {r.acceptance:.0%} | {r.tokens_per_step} | {r.identical} |\n"
         for r in rows
     )
+
+
+def run_section(model, text: str, threads: list[int], decode_tokens: int, repeats: int,
+                json_out=None, markdown_out=None, log=print) -> list[SpecRow]:  # fmt: skip
+    """The `--speculative` section of `opengemma bench`: one table per thread count."""
+    import json
+
+    from opengemma.api import load
+    from opengemma.kernels import kernel_info
+
+    lm = load(model, threads=threads[0] or None)
+    doc = {"model": lm.path.name, "kernel": kernel_info().get("variant"), "runs": []}
+    text_out = ""
+    for count in threads:
+        from opengemma.runtime import configure_threads
+
+        used = configure_threads(lm.model, count or None)
+        rows = run_speculative_bench(lm, text, decode_tokens, repeats, log=log)
+        doc["runs"].append({"threads": used, "rows": as_dicts(rows)})
+        text_out += f"\n{lm.path.name}, {used} thread(s), kernels {doc['kernel']}:\n\n"
+        text_out += markdown(rows)
+    print(text_out)
+    if json_out:
+        from pathlib import Path
+
+        Path(json_out).write_text(json.dumps(doc, indent=2) + "\n")
+    if markdown_out:
+        from pathlib import Path
+
+        Path(markdown_out).write_text(text_out)
+    return rows
