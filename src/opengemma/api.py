@@ -5,6 +5,7 @@ The same objects serve the CLI, the server and user code.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -59,6 +60,7 @@ class LM:
                  fmt: str, info: dict[str, Any] | None = None):  # fmt: skip
         self.config, self.tokenizer, self.model = config, tokenizer, model
         self.path, self.format, self.info = path, fmt, info or {}
+        self.name, self.load_seconds = path.name, 0.0  # how to call it; seconds load() took
 
     def __repr__(self) -> str:
         return f"LM({self.path.name}, {self.config.family}, dtype={self.model.dtype})"
@@ -185,6 +187,7 @@ def load(
     adapter: a LoRA adapter directory (PEFT format), merged into the weights before any
     quantization, so the adapted model runs at the base model's speed.
     """
+    start = time.perf_counter()
     if quant not in ("auto", "q8", "none"):
         raise InvalidRequestError(f"unknown quant {quant!r}; use auto, q8 or none")
     if quant == "q8" and torch.device(device).type != "cpu":
@@ -224,4 +227,6 @@ def load(
         configure_threads(net, threads)
     lm = LM(ckpt.config, tokenizer, net, ckpt.path, ckpt.format, ckpt.info)
     lm.quant = quant
+    lm.name = DEFAULT_MODEL_NAME if model is None else str(model)  # as the user named it
+    lm.load_seconds = time.perf_counter() - start
     return lm

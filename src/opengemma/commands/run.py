@@ -7,14 +7,15 @@ from pathlib import Path
 
 import typer
 
-from opengemma.commands._common import (
+from opengemma.cli_support import (
     ADAPTER_HELP,
     DTYPE_HELP,
     MODEL_HELP,
     QUANT_HELP,
     THREADS_HELP,
+    announce_loaded,
+    check_threads,
     cli_errors,
-    load_model,
     sampling_kwargs,
     stream_to_stdout,
 )  # fmt: skip
@@ -51,7 +52,7 @@ def run(
         None, "--speculative", help="ngram: prompt-lookup speculative decoding (the same output; "
         "faster when it repeats the prompt, e.g. copying or editing text).",
     ),  # fmt: skip
-    threads: str = typer.Option(None, help=THREADS_HELP),
+    threads: str = typer.Option(None, help=THREADS_HELP, callback=check_threads),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
 ) -> None:
     """Complete PROMPT with a Gemma model, streaming only the continuation to stdout."""
@@ -67,7 +68,10 @@ def run(
         kwargs["watermark"] = WatermarkConfig.load(watermark)
     if speculative is not None:
         kwargs["speculative"] = speculative
-    lm = load_model(model, dtype, quiet, threads, quant, adapter)
+    from opengemma.api import load
+
+    lm = load(model, dtype=dtype, threads=threads, quant=quant, adapter=adapter)
+    announce_loaded(lm, quiet)
     if chat:
         chunks = lm.chat_stream(
             [{"role": "user", "content": prompt}], max_tokens, stop=stop, **kwargs
