@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "build-kernels": ("opengemma.commands.build_kernels", "app",
                       "Compile the native CPU kernel variants ahead of time."),
     "scrub": ("opengemma.data.cli", "app", "Scrub personal data and secrets from corpora."),
+    "batch": ("opengemma.batch.cli", "app", "Offline generation / guard scoring over JSONL."),
     "convert": ("opengemma.checkpoint.convert_cli", "app", "Convert between GGUF and HF formats."),
     "pull": ("opengemma.checkpoint.hub_cli", "pull_app", "Fetch a model from the Hugging Face Hub"),
     "list": ("opengemma.checkpoint.hub_cli", "list_app", "List models pulled into the local cache"),

@@ -1,16 +1,18 @@
 """The whole scrub pipeline on Ray Data: every input file is a shard, every stage a Ray job.
 
     scrub   one task per shard: read, scrub, decontaminate, stage survivors + dedup keys
-    dedup   read_parquet(keys) -> hash partition -> groupby(part).map_groups: every exact
-            or MinHash-band key occurrence but the first in input order is dropped
+    dedup   a hash shuffle through the work folder: the scrub tasks write their records'
+            exact and MinHash-band keys partitioned by hash, one task per partition then
+            drops every key occurrence but the first in input order
     finish  one task per shard: drop what dedup marked, write the output part
 
 The driver sees counts per shard, never records: the report adds up `ShardSummary`s, and the
 one-file output, findings and quarantine are byte copies of the parts in shard order. The
 records kept are those of the local engine (`pipeline.run_scrub`), and with `--preserve-order`
-(always, for `--shards`) in the same order. Tasks are retried when a worker dies (their files
-are written atomically, so a retry never duplicates a record); a failed job keeps its work
-folder and `--resume` reruns only the shards without a `.done.json` marker.
+(always, for `--shards`) in the same order. Ray Data retries a task whose worker died (its
+default for tasks; their files are written atomically, so a retry never duplicates a record);
+a failed job keeps its work folder and `--resume` reruns only the shards without a
+`.done.json` marker.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from opengemma.safety.pii import TYPES
 
 log = logging.getLogger("opengemma.data")
 
-KEYS_PER_PARTITION = 500_000  # dedup keys per hash partition (about 12 MB of reducer input)
+PARTITION_BYTES = 16 << 20  # input bytes per dedup hash partition (reducer input <~ 40 MB)
+COPY_CHUNK = 64 << 10  # bytes per read when parts are copied into one file (driver memory)
 
 
 def connect(address: str | None, workers: int) -> tuple[Any, bool]:
@@ -152,32 +155,17 @@ def _shard_stage(fn: Any, shards: list[int], kwargs: dict[str, Any]) -> Any:
     return ds.map(fn, fn_kwargs=kwargs, num_cpus=1).iter_rows()
 
 
-def _with_part(batch: dict[str, Any], parts: int) -> dict[str, Any]:
-    import numpy as np
-
-    mixed = batch["key"] ^ (batch["kind"].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-    batch["part"] = (mixed % np.uint64(parts)).astype(np.int64)
-    return batch
-
-
-def _dedup(task: ShardTask, shards: list[int], keys: int) -> int:
-    """The shuffle: returns how many (record, key) occurrences were marked as repeats."""
+def _dedup(task: ShardTask) -> int:
+    """The reduce side of the shuffle: returns how many records it marked as repeats."""
     import ray.data
 
     drops = Path(task.work) / "drops"
-    shutil.rmtree(drops, ignore_errors=True)
+    shutil.rmtree(drops, ignore_errors=True)  # never a stale decision from an earlier run
     drops.mkdir()
-    files = [str(staged(task.work, "scrub", s, ".keys.parquet")) for s in shards]
-    if keys == 0:
-        return 0
-    parts = max(1, math.ceil(keys / KEYS_PER_PARTITION))
-    ds = ray.data.read_parquet(files).map_batches(
-        _with_part, fn_kwargs={"parts": parts}, batch_format="numpy"
-    )
-    ds = ds.groupby("part", num_partitions=parts).map_groups(
-        reduce_partition, fn_kwargs={"work": task.work}, batch_format="numpy"
-    )
-    return sum(int(r["dropped"]) for r in ds.iter_rows())
+    items = [{"part": p} for p in range(task.parts)]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    rows = ds.map(reduce_partition, fn_kwargs={"work": task.work}, num_cpus=1).iter_rows()
+    return sum(int(r["dropped"]) for r in rows)
 
 
 class _Concat:
@@ -201,7 +189,7 @@ class _Concat:
             with open(part, "rb") as fh:
                 if self.fmt == "csv" and not self.first:
                     fh.seek(len(self.header))
-                shutil.copyfileobj(fh, self.file.fh, 1 << 20)
+                shutil.copyfileobj(fh, self.file.fh, COPY_CHUNK)
         self.first = False
 
     def commit(self) -> None:
@@ -218,7 +206,7 @@ def _side_file(dst: Path, parts: list[Path], mode: int) -> None:
     try:
         for p in parts:
             with open(p, "rb") as fh:
-                shutil.copyfileobj(fh, out.fh, 1 << 20)
+                shutil.copyfileobj(fh, out.fh, COPY_CHUNK)
         out.commit()
     except BaseException:
         out.abort()
@@ -261,6 +249,7 @@ def run_ray(job: Any) -> Report:
             options=job.options, dedup=job.dedup,
             decontaminate=tuple(str(p) for p in job.decontaminate), ngram=job.ngram,
             chunk_size=job.chunk_size, template=str(job.inputs[0]), fault=_fault(),
+            parts=max(1, math.ceil(sum(p.stat().st_size for p in job.inputs) / PARTITION_BYTES)),
         )  # fmt: skip
         try:
             described = ray.get(ray.remote(_describe).remote(job.options))
@@ -293,7 +282,7 @@ def _stages(job: Any, task: ShardTask, report: Report) -> None:
             bar.advance(t)
         if job.dedup:
             bar.update(t, description="dedup")
-            _dedup(task, shards, sum(s.kept for s in scrubbed.values()) * 11)
+            _dedup(task)
         bar.update(t, description="write", completed=0)
         _finish(job, task, report, scrubbed, bar, t)
 
