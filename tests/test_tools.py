@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from opengemma.tokenizer import CONTROL, Tokenizer
@@ -133,3 +135,54 @@ def test_parse_tools_errors():
         parse_tools([{"name": "a"}, {"name": "a"}])
     with pytest.raises(ValueError, match="letters"):
         parse_tools([{"name": "bad-name"}])
+
+
+def _primed() -> list[dict]:
+    history = []
+    for city in ["Paris", "Rome", "Oslo"]:
+        fn = {"name": "get_weather", "arguments": json.dumps({"city": city})}
+        call = {"id": f"c_{city}", "type": "function", "function": fn}
+        history += [
+            {"role": "user", "content": f"Weather in {city}?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"c_{city}", "content": '{"sky": "sunny"}'},
+            {"role": "assistant", "content": f"It is sunny in {city}."},
+        ]
+    return [*history, {"role": "user", "content": "Weather in London?"}]
+
+
+SPECS = [{"type": "function", "function": {"name": WEATHER.name, "description": WEATHER.description,
+                                           "parameters": WEATHER.parameters}}]  # fmt: skip
+
+
+def test_lm_chat_with_tools(lm):
+    reply = lm.chat(_primed(), max_tokens=24, tools=SPECS, temperature=0)
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [
+        ("get_weather", {"city": "London"})
+    ]
+    message = reply.message()
+    assert message["content"] is None and message["tool_calls"][0]["type"] == "function"
+    plain = lm.chat([{"role": "user", "content": "Say hi."}], max_tokens=6, temperature=0)
+    assert not hasattr(plain, "tool_calls")
+
+
+def test_cli_chat_tools_file(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "tools.json"
+    bad.write_text('{"not": "a list"}')
+    cmd = [sys.executable, "-m", "opengemma.cli", "chat", "-q", "--tools", str(bad)]
+    proc = subprocess.run(cmd, input="hi\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        f"opengemma: error: --tools {bad}: the file must hold a JSON list of functions"
+    ]
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(SPECS))
+    cmd = [sys.executable, "-m", "opengemma.cli", "chat", "-q", "--temperature", "0",
+           "--max-tokens", "8", "--tools", str(good)]  # fmt: skip
+    proc = subprocess.run(cmd, input="Hello!\n/exit\n", capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()

@@ -139,8 +139,19 @@ class LM:
         return self.stream_ids(chat_prompt_ids(self.tokenizer, messages), max_tokens, **kwargs)
 
     def chat(
-        self, messages: Sequence[Mapping[str, Any]], max_tokens: int = 256, **kwargs: Any
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int = 256,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        **kwargs: Any,
     ) -> str:
+        """The model's next turn. With `tools` (OpenAI function specs), the prompt carries
+        them in the model family's tool format and the answer is an `opengemma.tools.ChatReply`:
+        a str with `.tool_calls` (empty when the model answered in text) and `.message()`."""
+        if tools or any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
+            from opengemma.tools import tool_chat
+
+            return tool_chat(self, messages, tools or [], max_tokens, **kwargs)
         return "".join(self.chat_stream(messages, max_tokens, **kwargs))
 
     def embed(

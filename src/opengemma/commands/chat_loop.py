@@ -53,6 +53,11 @@ def chat(
     adapter: str = typer.Option(None, help=ADAPTER_HELP),
     threads: str = typer.Option(None, help=THREADS_HELP, callback=check_threads),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No diagnostics on stderr."),
+    tools: str = typer.Option(
+        None,
+        help="JSON file with a list of functions (OpenAI `tools`) the model may call; each call "
+        "prints as a JSON line and the next line you type is its result.",
+    ),
 ) -> None:
     """Chat with a Gemma model. One line per user turn; /reset starts over, /exit or EOF ends."""
     from opengemma.api import load
@@ -60,6 +65,7 @@ def chat(
     lm = load(model, dtype=dtype, threads=threads, quant=quant, adapter=adapter)
     announce_loaded(lm, quiet)
     kwargs = sampling_kwargs(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+    tool_specs = _load_tools(tools) if tools else None
     interactive = sys.stdin.isatty()
     if interactive and not quiet:
         eprint("Type a message; /reset clears the conversation, /exit or Ctrl-D quits.")
@@ -74,6 +80,9 @@ def chat(
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
+        if tool_specs is not None:
+            _tool_turn(lm, messages, tool_specs, max_tokens, kwargs, interactive)
+            continue
         reply: list[str] = []
         stream_to_stdout(_collect(lm.chat_stream(messages, max_tokens, **kwargs), reply), quiet)
         messages.append({"role": "assistant", "content": "".join(reply)})
@@ -84,3 +93,40 @@ def _collect(chunks, sink: list[str]):
     for chunk in chunks:
         sink.append(str(chunk))
         yield chunk
+
+
+MAX_TOOL_ROUNDS = 8  # model calls answered in a row before the turn is handed back
+
+
+def _load_tools(path: str) -> list:
+    import json
+
+    from opengemma.errors import InvalidRequestError
+    from opengemma.tools import parse_tools
+
+    try:
+        specs = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        msg = f"--tools {path}: cannot read a JSON list of functions ({exc})"
+        raise InvalidRequestError(msg) from None
+    if not isinstance(specs, list):
+        raise InvalidRequestError(f"--tools {path}: the file must hold a JSON list of functions")
+    parse_tools(specs)  # a clear error now, not at the first turn
+    return specs
+
+
+def _tool_turn(lm, messages: list, tools: list, max_tokens: int, kwargs: dict, interactive: bool):
+    """One user turn with tools: calls print as JSON lines, each next input line is a result."""
+    import json
+
+    for _ in range(MAX_TOOL_ROUNDS):
+        reply = lm.chat(messages, max_tokens, tools=tools, **kwargs)
+        messages.append(reply.message())
+        if not reply.tool_calls:
+            print(reply, flush=True)
+            return
+        for call in reply.tool_calls:
+            print(json.dumps({"tool_call": {"id": call.id, "name": call.name,
+                                            "arguments": call.arguments}}), flush=True)  # fmt: skip
+            result = _read_turn(interactive)
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result or ""})
