@@ -36,6 +36,20 @@ def _hf_dict(cfg: GemmaConfig) -> dict:
         return tf.GemmaConfig(**common).to_dict()
     if cfg.family == "gemma2":
         return tf.Gemma2Config(**common, sliding_window=cfg.sliding_window).to_dict()
+    if cfg.family == "gemma4":
+        common.pop("query_pre_attn_scalar")
+        kinds = [{"sliding": "sliding_attention", "global": "full_attention"}[k]
+                 for k in cfg.layer_types]  # fmt: skip
+        return tf.Gemma4TextConfig(
+            **common, sliding_window=cfg.sliding_window, layer_types=kinds,
+            global_head_dim=cfg.global_head_dim, num_global_key_value_heads=cfg.num_global_kv_heads,
+            attention_k_eq_v=cfg.attention_k_eq_v, final_logit_softcapping=30.0,
+            hidden_size_per_layer_input=cfg.hidden_size_per_layer_input,
+            vocab_size_per_layer_input=262_144, num_kv_shared_layers=cfg.num_kv_shared_layers,
+            use_double_wide_mlp=cfg.double_wide_mlp, enable_moe_block=bool(cfg.num_experts),
+            num_experts=cfg.num_experts or None, top_k_experts=cfg.top_k_experts or None,
+            moe_intermediate_size=cfg.moe_intermediate_size or None,
+        ).to_dict()  # fmt: skip
     full = {"rope_type": "default", "rope_theta": cfg.rope_theta}
     if cfg.rope_scaling != 1.0:
         full = {"rope_type": "linear", "factor": cfg.rope_scaling, "rope_theta": cfg.rope_theta}
@@ -64,6 +78,27 @@ def test_legacy_hf_fields():
         "rope_local_base_freq": 1e4, "rope_scaling": {"rope_type": "linear", "factor": 8.0},
         "max_position_embeddings": 131072}}  # fmt: skip
     assert GemmaConfig.from_hf(d) == PRESETS["gemma3-4b"]
+
+
+def test_gemma4_e2b_hub_config_gives_the_preset():
+    """The text_config of google/gemma-4-E2B-it's config.json, as published."""
+    text = {"model_type": "gemma4_text", "hidden_size": 1536, "num_hidden_layers": 35,
+            "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256,
+            "global_head_dim": 512, "num_global_key_value_heads": None,
+            "attention_k_eq_v": False, "sliding_window": 512, "vocab_size": 262144,
+            "vocab_size_per_layer_input": 262144, "hidden_size_per_layer_input": 256,
+            "num_kv_shared_layers": 20, "use_double_wide_mlp": True, "intermediate_size": 6144,
+            "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
+            "final_logit_softcapping": 30.0, "pad_token_id": 0, "bos_token_id": 2,
+            "eos_token_id": 1, "tie_word_embeddings": True,
+            "layer_types": (["sliding_attention"] * 4 + ["full_attention"]) * 7,
+            "rope_parameters": {
+                "full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1e6,
+                                   "rope_type": "proportional"},
+                "sliding_attention": {"rope_theta": 1e4, "rope_type": "default"}}}  # fmt: skip
+    d = {"model_type": "gemma4", "architectures": ["Gemma4ForConditionalGeneration"],
+         "text_config": text, "eos_token_id": [1, 106]}  # fmt: skip
+    assert GemmaConfig.from_hf(d) == PRESETS["gemma4-e2b"]
 
 
 def test_known_numbers():
