@@ -149,7 +149,7 @@ def figures(lm, cfg, results: dict[str, list]) -> dict:
         fig["min_p_plain"] = min(d.p_value for d in det["plain"])
         fig["mean_score_wm"] = sum(d.score for d in det["wm"]) / n
         fig["mean_score_plain"] = sum(d.score for d in det["plain"]) / n
-        figs[f"first_{cut}_tokens" if cut else "full_120_200_tokens"] = fig
+        figs[f"first_{cut}_tokens" if cut else "full_texts"] = fig
     for kind in ("wm", "plain"):
         tokens = sum(len(r["ids"]) for r in results[kind])
         nll = sum(r["nll"] * len(r["ids"]) for r in results[kind]) / tokens

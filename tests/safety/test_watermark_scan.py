@@ -3,6 +3,8 @@ long plain text, the scan's false-positive rate, and detection after random toke
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from test_watermark import _toy_generate  # tests/safety is on sys.path
@@ -79,3 +81,38 @@ def test_bad_arguments_are_refused():
         scan_ids(torch.arange(100), CFG, min_window=0)
     seg = scan_ids(torch.arange(3), CFG)  # shorter than one n-gram: nothing to test
     assert seg.windows == 0 and not seg.watermarked and seg.p_corrected == 1.0
+
+
+PLAIN = (
+    "The committee met on a wet Tuesday to discuss the bridge. Some members wanted a wider "
+    "footpath, others worried about the cost of steel, and the engineer from the county "
+    "explained, with drawings, why the old piers could not carry another lane. After an hour "
+    "they agreed to ask three firms for quotes and to meet again in spring. "
+)
+TAIL = (
+    "Later that week the local paper printed a letter from a reader who remembered the ferry "
+    "that ran before the bridge was built, how it stopped in fog and how children waved at the "
+    "boatman. The editor added a photograph from the archive and a note on the opening day."
+)
+
+
+@pytest.mark.slow
+def test_scan_command(tmp_path, lm, embedded_path, embedded_watermarked, capsys):
+    from opengemma.cli import main
+
+    keys = embedded_watermarked["cfg"].save(tmp_path / "keys.json")
+    marked = lm.tokenizer.decode(embedded_watermarked["ids"])
+    (tmp_path / "mixed.txt").write_text(PLAIN + marked + " " + TAIL)
+    (tmp_path / "plain.txt").write_text(PLAIN + TAIL)
+    tok = ["-m", str(embedded_path)]
+    capsys.readouterr()
+    assert main(["watermark", "scan", str(tmp_path / "mixed.txt"), "-k", str(keys), "--json",
+                 *tok]) == 0  # fmt: skip
+    seg = json.loads(capsys.readouterr().out)
+    assert seg["watermarked"] and seg["p_corrected"] < 1e-3, seg
+    assert seg["char_start"] < len(PLAIN) + len(marked) and seg["char_end"] > len(PLAIN)
+    assert main(["watermark", "scan", str(tmp_path / "plain.txt"), "-k", str(keys), *tok]) == 0
+    assert capsys.readouterr().out.startswith("no watermarked segment: corrected p-value")
+    bad = ["watermark", "scan", str(tmp_path / "plain.txt"), "-k", str(keys), "--alpha", "2"]
+    assert main([*bad, *tok]) == 1
+    assert "alpha" in capsys.readouterr().err
