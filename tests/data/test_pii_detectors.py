@@ -169,3 +169,20 @@ def test_gemma_answer_parsing():
         mask("call 555-0101 now", [type("F", (), {"start": 5, "end": 13, "type": "PHONE"})])
         == "call <PHONE> now"
     )
+
+
+def test_gemma_second_pass_on_the_embedded_model(lm, rules):
+    from opengemma.safety.pii_gemma import GemmaPIIDetector
+
+    det = GemmaPIIDetector(lm, max_tokens=32)
+    text = "Hi, I am Bob Stone, ring me on 0171 2345678. I live near the old mill in Dover."
+    found = rules.scan([text])[0]
+    answer = det.ask(mask(text, found))
+    assert isinstance(answer, str) and "<PHONE>" not in mask(text, [])
+    added = det.second_pass([text], [found])[0]
+    for f in added:  # only verbatim values, never on top of what the rules found
+        assert text[f.start : f.end] and f.detector == "gemma-second-pass"
+        assert all(f.end <= g.start or f.start >= g.end for g in found)
+    both = Scanner(strict=True, second_pass=[det]).scan([text])[0]
+    assert {(f.start, f.end) for f in found} <= {(f.start, f.end) for f in both}
+    assert det.describe()["kind"] == "model"
