@@ -112,8 +112,14 @@ _OTHER = frozenset(
 )
 
 
+_ACCENTED = re.compile(r"[ßäöüéèêëàâçñãõìíòóùúÄÖÜÉÈÀÇÑ]")
+
+
 def _reads_english(text: str) -> bool:
     """More English function words than German/French/Spanish/Italian/Portuguese/Dutch ones
-    (a text with none of either counts as English)."""
+    (a text with none of either counts as English unless it has letters like ß, é, ñ, ã)."""
     words = re.findall(r"[a-zà-ÿ]+", text[:2000].lower())
-    return sum(w in _EN for w in words) >= sum(w in _OTHER for w in words)
+    en, other = sum(w in _EN for w in words), sum(w in _OTHER for w in words)
+    if en == other == 0:  # too short to tell by words: letters English does not use decide
+        return not _ACCENTED.search(text[:2000])
+    return en >= other
