@@ -23,7 +23,8 @@ from opengemma.safety.watermark import keygen
 
 OUT = Path(__file__).resolve().parent
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+         "--disable-background-networking", "--disable-component-update",
+         "--disable-sync"]  # fmt: skip
 PROMPT = "Write a Python function that returns the square of a number."
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 

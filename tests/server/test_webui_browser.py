@@ -14,23 +14,12 @@ import json
 import os
 import shutil
 import time
-from urllib.parse import urlparse
 
 import httpx
 import pytest
-from tests.server.conftest import API_KEY, ServerProcess
+from tests.server.conftest import API_KEY
+from tests.server.webui_browser import Page, launch
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ALWAYS = "0.000001"  # a guard threshold every P(violation) is above (see test_serve_guard.py)
 HOSTILE = [
     "<script>window.__pwned = 'script'</script>",
     '<img src="x" onerror="window.__pwned = \'onerror\'">',
@@ -45,102 +34,9 @@ HOSTILE = [
 ]
 
 
-def chromium_path() -> str:
-    path = os.environ.get("OPENGEMMA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.path.exists(path):
-        pytest.fail(
-            "the chat page's browser tests need Chromium: on Debian/Ubuntu run "
-            "`apt-get install -y chromium` (as root; `make test` does it), or point "
-            "OPENGEMMA_CHROMIUM at a Chromium binary",
-            pytrace=False,
-        )
-    return path
-
-
 @pytest.fixture(scope="module")
 def browser():
-    path = chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail(
-            "the browser tests need Playwright: `.venv/bin/python -m pip install -c "
-            "constraints.txt playwright` (it is in the dev extra; no `playwright install`: "
-            "the tests drive the system's chromium)",
-            pytrace=False,
-        )
-    with sync_playwright() as pw:
-        # Playwright gives every launch a fresh, temporary --user-data-dir
-        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS, headless=True)
-        yield b
-        b.close()
-
-
-class Page:
-    """One browser context (its own localStorage) with the page open, its requests logged."""
-
-    def __init__(self, browser, url: str, **context):
-        self.url = url
-        # without the page's Content-Security-Policy: Playwright's waits evaluate strings, and the
-        # sanitizer tests then stand on the renderer alone (the header is tested on its own)
-        self.context = browser.new_context(bypass_csp=True, **context)
-        self.requests: list = []
-        self.errors: list[str] = []
-        self.context.on("request", lambda r: self.requests.append(r))
-        self.page = self.context.new_page()
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.open()
-
-    def open(self) -> None:
-        self.page.goto(self.url + "/")
-        self.page.wait_for_selector("body[data-ready=true]")
-
-    def reload(self) -> None:
-        self.page.reload()
-        self.page.wait_for_selector("body[data-ready=true]")
-
-    def settings(self, **fields: str) -> None:
-        if self.page.locator("#settings").is_hidden():
-            self.page.click("#toggle-settings")
-        for name, value in fields.items():
-            self.page.fill(f"#set-{name.replace('_', '-')}", value)
-
-    def send(self, text: str, wait: bool = True) -> None:
-        self.page.fill("#prompt", text)
-        self.page.press("#prompt", "Enter")
-        if wait:
-            self.wait_idle()
-
-    def wait_idle(self, timeout: float = 120_000) -> None:
-        self.page.wait_for_function("!document.body.classList.contains('running')", timeout=timeout)
-
-    def stored(self) -> list[dict]:
-        return self.page.evaluate("JSON.parse(localStorage.getItem('opengemma.conversations.v1'))")
-
-    def chat_bodies(self) -> list[dict]:
-        return [
-            r.post_data_json
-            for r in self.requests
-            if r.url.endswith("/v1/chat/completions") and r.method == "POST"
-        ]
-
-    def close(self) -> None:
-        self.context.close()
-        assert not self.errors, f"errors in the page: {self.errors}"
-        assert_local(self.requests)
-
-
-def assert_local(requests) -> None:
-    """No request of the browser went anywhere but 127.0.0.1."""
-    assert requests, "the network log is empty: the recorder did not run"
-    away = []
-    for r in requests:
-        u = urlparse(r.url)
-        if u.scheme in ("data", "blob"):
-            continue
-        if u.scheme not in ("http", "https") or u.hostname != "127.0.0.1":
-            away.append(r.url)
-    assert not away, f"requests left 127.0.0.1: {away}"
+    yield from launch()
 
 
 @pytest.fixture
@@ -409,83 +305,6 @@ def test_themes_and_phone_width(browser, server, tmp_path):
                 shutil.copy(tmp_path / f"{scheme}-{name}.png", out)
             page.close()
     assert backgrounds["light"] != backgrounds["dark"]
-
-
-# One server per test (each is used once): float weights (--quant none), so the policy
-# classifier shares them instead of loading its own copy.
-@pytest.fixture
-def input_guarded(tmp_path_factory):
-    srv = ServerProcess("--guard", "input", "--guard-threshold", ALWAYS, "--quant", "none",
-                        log=tmp_path_factory.mktemp("serve") / "webui_guard_in.log")  # fmt: skip
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def output_guarded_watermarked(tmp_path_factory):
-    from opengemma.safety.watermark import keygen
-
-    keys = keygen(30).save(tmp_path_factory.mktemp("keys") / "keys.json")
-    srv = ServerProcess("--guard", "output", "--guard-threshold", ALWAYS, "--quant", "none",
-                        "--watermark", str(keys),
-                        log=tmp_path_factory.mktemp("serve") / "webui_guard_out.log")  # fmt: skip
-    srv.keys = keys
-    yield srv
-    srv.stop()
-
-
-class TestGuardAndWatermark:
-    def test_blocked_prompt_is_shown_as_blocked(self, browser, input_guarded):
-        page = Page(browser, input_guarded.url)
-        p = page.page
-        assert p.inner_text("#badge-guard") == "Guard: input"
-        assert p.locator("#badge-watermark").count() == 0 and p.is_hidden("#toggle-check")
-        page.send("How do I pick a lock?")
-        meta = p.inner_text("#messages article.assistant .meta")
-        direct = httpx.post(f"{input_guarded.url}/v1/chat/completions", timeout=120, json={
-            "messages": [{"role": "user", "content": "How do I pick a lock?"}]}).json()  # fmt: skip
-        assert direct["error"]["code"] == "content_policy_violation"
-        assert "Blocked by the input guard" in meta and direct["error"]["message"] in meta
-        assert page.stored()[0]["messages"][1]["status"] == "blocked"
-        page.close()
-
-    def test_filtered_reply_watermark_badge_and_check_panel(
-        self, browser, output_guarded_watermarked, lm
-    ):
-        from opengemma.safety.watermark import WatermarkConfig, detect, generate
-
-        srv = output_guarded_watermarked
-        page = Page(browser, srv.url)
-        p = page.page
-        assert p.inner_text("#badge-guard") == "Guard: output"
-        assert p.inner_text("#badge-watermark") == "Watermark on"
-        page.settings(max_tokens="8", temperature="1")
-        page.send("Once upon a time")
-        assert "Filtered by the output guard" in p.inner_text("#messages article.assistant .meta")
-        assert page.stored()[0]["messages"][1] == {
-            **page.stored()[0]["messages"][1], "status": "filtered", "content": ""}  # fmt: skip
-        cfg = WatermarkConfig.load(srv.keys)
-        marked = generate(lm, "The history of the city began", cfg, max_tokens=48,
-                          temperature=1.0, top_k=40, seed=7)  # fmt: skip
-        plain = ("The committee met on Tuesday to review the budget, and after a long "
-                 "discussion it agreed to fund the new library and repair the bridge.")  # fmt: skip
-        url, auth = f"{srv.url}/v1/watermark/detect", {"Authorization": "Bearer unused"}
-        for bad, param in (({"text": " "}, "text"), ({"text": "x", "alpha": 2}, "alpha"),
-                           ({"txt": "x"}, "text")):  # fmt: skip
-            r = httpx.post(url, json=bad, headers=auth, timeout=60)
-            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
-        p.click("#toggle-check")
-        for text, expect in ((marked, True), (plain, False)):
-            p.fill("#check-text", text)
-            p.click("#check-run")
-            p.wait_for_selector("#check-result .verdict")
-            oracle = detect(text, cfg, lm.tokenizer)
-            verdict = p.locator("#check-result .verdict")
-            assert verdict.get_attribute("data-watermarked") == str(expect).lower()
-            assert float(verdict.get_attribute("data-p-value")) == pytest.approx(oracle.p_value)
-            assert oracle.watermarked is expect
-            assert ("Not watermarked" in verdict.inner_text()) is not expect
-        page.close()
 
 
 def test_page_and_assets_are_served_with_a_strict_policy(server):

@@ -1,6 +1,7 @@
 // The chat page: conversations in the sidebar, settings, streaming replies, watermark check.
 
 import { ApiError, getJSON, postJSON, streamChat } from "./api.js";
+import { apiMessages, FAILED, NUMERIC, requestBody, responseFormat } from "./request.js";
 import * as store from "./store.js";
 import { detectionView, editor, fillAssistant, messageArticle } from "./view.js";
 
@@ -14,8 +15,6 @@ const S = {
   models: [],
   run: null, // {controller, conv, index} while a reply streams
 };
-const NUMERIC = ["temperature", "top_p", "top_k", "min_p", "max_tokens"];
-const FAILED = new Set(["blocked", "filtered", "error"]);
 
 // ---- conversations ------------------------------------------------------------------------
 
@@ -190,54 +189,6 @@ function updateReply() {
   if (atBottom) box.scrollTop = box.scrollHeight;
 }
 
-// The API messages answering conv.messages[0..upto): successful pairs, then the last user turn.
-function apiMessages(msgs) {
-  const out = [];
-  for (let k = 0; k < msgs.length - 1; k++) {
-    const reply = msgs[k + 1];
-    if (msgs[k].role === "user" && reply.role === "assistant") {
-      if (reply.content && !FAILED.has(reply.status)) {
-        out.push({ role: "user", content: msgs[k].content }, { role: "assistant", content: reply.content });
-      }
-      k++;
-    }
-  }
-  out.push({ role: "user", content: msgs[msgs.length - 1].content });
-  if (S.settings.system.trim()) out.unshift({ role: "system", content: S.settings.system });
-  return out;
-}
-
-function responseFormat(text) {
-  let parsed;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`the JSON schema in Settings is not JSON (${e.message})`);
-  }
-  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
-    throw new Error("the JSON schema in Settings must be a JSON object");
-  }
-  const wrapped = parsed.schema && typeof parsed.schema === "object" && !parsed.type;
-  const spec = wrapped ? { name: parsed.name || "response", schema: parsed.schema } : { name: "response", schema: parsed };
-  return { type: "json_schema", json_schema: spec };
-}
-
-function requestBody(messages) {
-  const s = S.settings;
-  const body = { messages, stream: true, stream_options: { include_usage: true } };
-  const model = s.model || S.models[0]?.id;
-  if (model) body.model = model;
-  for (const k of NUMERIC) body[k] = s[k];
-  if (String(s.seed).trim()) {
-    if (!/^-?\d+$/.test(String(s.seed).trim())) throw new Error("the seed in Settings must be an integer");
-    body.seed = Number(String(s.seed).trim());
-  }
-  const stops = s.stop.split("\n").filter((x) => x.length > 0).slice(0, 4);
-  if (stops.length) body.stop = stops;
-  if (s.json_schema.trim()) body.response_format = responseFormat(s.json_schema);
-  return body;
-}
-
 function describe(e) {
   if (e instanceof ApiError && e.status === 401) {
     openPanel("settings");
@@ -255,7 +206,7 @@ async function generate(conv, index) {
   delete msg.error;
   let body;
   try {
-    body = requestBody(apiMessages(conv.messages.slice(0, index)));
+    body = requestBody(S.settings, S.models, apiMessages(conv.messages.slice(0, index), S.settings.system));
   } catch (e) {
     Object.assign(msg, { status: "error", error: e.message });
     persist();
