@@ -73,10 +73,27 @@ def test_report_renders_side_by_side(tiny_lm, tmp_path):
     assert write_report(c, tmp_path / "report", overwrite=True) == index
 
 
-def test_judge_preference_is_order_symmetric(tiny_lm):
-    p = judge_preference(tiny_lm, "Name a fruit.", "apple", "stone")
-    q = judge_preference(tiny_lm, "Name a fruit.", "stone", "apple")
-    assert 0 < p < 1 and p == pytest.approx(1 - q, abs=1e-9) and p != pytest.approx(0.5)
+def test_judge_preference_matches_transformers(tiny_lm, tiny_model):
+    """P(judge prefers a) recomputed from transformers' forward of the same checkpoint: the
+    verdict letters' probabilities in both presentation orders, `a` first then second."""
+    import torch
+
+    from opengemma.chat import chat_prompt_ids
+    from opengemma.eval.compare import JUDGE_TEMPLATE
+
+    prompt, a, b = "Name a fruit.", "apple", "stone"
+    letters = [tiny_lm.tokenizer.encode_plain(x)[0] for x in ("A", "B")]
+
+    def p_first(first: str, second: str) -> float:
+        text = JUDGE_TEMPLATE.format(prompt=prompt, a=first, b=second)
+        ids = chat_prompt_ids(tiny_lm.tokenizer, [{"role": "user", "content": text}])
+        with torch.no_grad():
+            logits = tiny_model.reference(torch.tensor([ids])).logits[0, -1].double()
+        return torch.softmax(logits[letters], dim=0)[0].item()
+
+    expected = (p_first(a, b) + (1 - p_first(b, a))) / 2
+    p = judge_preference(tiny_lm, prompt, a, b)
+    assert p == pytest.approx(expected, abs=1e-4) and p != pytest.approx(0.5, abs=1e-3)
     c = score(Comparison("a", "b", "", ITEMS[:1], ["apple"], ["stone"], [], []), judge=tiny_lm)
     assert c.scores_a == [pytest.approx(p)] and c.method == "judge: judge"
 
