@@ -301,3 +301,40 @@ def test_moe_gguf_holds_experts_as_int8_blocks_read_only_when_routed(models, tmp
         experts.gate_up_proj[idle] = 255  # NaN scales: any read of this expert would show
         after = model(random_ids(1, seed=9))
     assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("case", CAUSAL)
+def test_int8_cached_decode_tracks_its_full_forward(case, models):
+    """On int8 blocks a decode step quantizes its activations (a prefill multiplies the
+    dequantized weights): cached greedy decoding stays within the int8 tolerance of a full
+    forward over the same tokens, and picks the same tokens. Tokens whose expert choice flips
+    between the two (a near tie in the router) are compared by their greedy token only."""
+    _, path = models[case]
+    ours = ours_from_dir(path)
+    quantize_model(ours)
+    prompt = random_ids(20, seed=3)
+    seen: list[torch.Tensor] = []
+    hooks = [layer.router.register_forward_hook(lambda m, i, o: seen.append(o[1].sort(-1)[0]))
+             for layer in ours.layers if layer.router is not None]  # fmt: skip
+    with torch.no_grad():
+        tokens, steps = _greedy_cached(ours, prompt, 16)
+        per_layer = len(hooks)
+        decode_routes = seen[per_layer:]  # after the prompt: one (1, k) per layer and step
+        seen.clear()
+        seq = torch.cat([prompt, torch.tensor([tokens])], dim=1)
+        full = ours(seq)[0, prompt.shape[1] : -1]
+    for h in hooks:
+        h.remove()
+    keep = torch.ones(len(tokens) - 1, dtype=torch.bool)
+    for step in range(len(tokens) - 1):
+        for layer in range(per_layer):
+            full_route = seen[layer][prompt.shape[1] + step]
+            if not torch.equal(decode_routes[step * per_layer + layer][0], full_route):
+                keep[step] = False
+    scale = float(full.abs().max())
+    # a flipped token's keys and values also reach later positions: a little more room there
+    room = 0.03 if bool(keep.all()) else 0.05
+    torch.testing.assert_close(steps[:-1][keep], full[keep], atol=room * scale, rtol=0)
+    assert keep.float().mean() > 0.5
+    agree = (full.argmax(-1) == torch.tensor(tokens[1:])).float().mean()
+    assert agree > 0.9
