@@ -1,15 +1,10 @@
-"""GemmaConfig and the presets: the only place where Gemma 1, 2 and 3 differ.
+"""GemmaConfig and the presets: the only place where Gemma 1, 2, 3 and 4 differ.
 
 The model reads fields, never a family name. Every preset's numbers come from the official
-configs, as published with the checkpoints on the Hugging Face Hub and mirrored by the
-`transformers` config classes:
-
-- Gemma 1: https://huggingface.co/google/gemma-2b/blob/main/config.json,
-  https://huggingface.co/google/gemma-7b/blob/main/config.json
-- Gemma 2: https://huggingface.co/google/gemma-2-2b/blob/main/config.json (and -9b, -27b)
-- Gemma 3: https://huggingface.co/google/gemma-3-270m/blob/main/config.json,
-  https://huggingface.co/google/gemma-3-1b-pt/blob/main/config.json, and the `text_config` of
-  https://huggingface.co/google/gemma-3-4b-pt/blob/main/config.json (and -12b-pt, -27b-pt)
+configs (https://huggingface.co/google/<model>/blob/main/config.json), mirrored by the
+`transformers` config classes: gemma-2b, gemma-7b; gemma-2-2b, -9b, -27b; gemma-3-270m,
+gemma-3-1b-pt and the `text_config` of gemma-3-4b-pt, -12b-pt, -27b-pt; the `text_config` of
+gemma-4-E2B-it, -E4B-it, -26B-A4B-it, -31B-it.
 """
 
 from __future__ import annotations
@@ -84,44 +79,35 @@ class GemmaConfig:
             raise ConfigError(f"layer_types must be 'sliding' or 'global', got {self.layer_types}")
         if "sliding" in self.layer_types and not self.sliding_window:
             raise ConfigError("sliding layers need a positive sliding_window")
-        for i in range(self.num_layers):
-            kv = self.layer_kv_heads(i)
-            if kv < 1 or self.num_heads % kv:
-                raise ConfigError(
-                    f"num_heads ({self.num_heads}) must be a multiple of the key/value heads "
-                    f"of layer {i} ({kv})"
-                )
-        if not 0 <= self.num_kv_shared_layers < self.num_layers:
-            raise ConfigError(
-                f"num_kv_shared_layers is {self.num_kv_shared_layers}; it must leave at least "
-                f"one of the {self.num_layers} layers computing its own keys and values"
-            )
         first = self.num_layers - self.num_kv_shared_layers
-        missing = set(self.layer_types[first:]) - set(self.layer_types[:first])
-        if missing:
-            raise ConfigError(
-                f"KV-shared layers of kind {sorted(missing)} have no earlier layer of that kind "
-                "to take keys and values from"
-            )
-        if self.num_experts and not 0 < self.top_k_experts <= self.num_experts:
-            raise ConfigError(
-                f"top_k_experts is {self.top_k_experts}; it must be 1..num_experts "
-                f"({self.num_experts})"
-            )
-        if not 0.0 <= self.rope_partial_factor <= 1.0:
-            raise ConfigError(f"rope_partial_factor {self.rope_partial_factor} is not in [0, 1]")
+        odd_kv = [i for i in range(self.num_layers)
+                  if self.layer_kv_heads(i) < 1 or self.num_heads % self.layer_kv_heads(i)]
+        problems = [  # (wrong?, what to say)
+            (odd_kv, f"num_heads ({self.num_heads}) must be a multiple of the key/value heads "
+                     f"of every layer; layers {odd_kv} are not"),
+            (not 0 <= self.num_kv_shared_layers < self.num_layers,
+             f"num_kv_shared_layers is {self.num_kv_shared_layers}; it must leave at least one "
+             f"of the {self.num_layers} layers computing its own keys and values"),
+            (set(self.layer_types[first:]) - set(self.layer_types[:first]),
+             "KV-shared layers need an earlier layer of their kind to take keys and values from"),
+            (self.num_experts and not 0 < self.top_k_experts <= self.num_experts,
+             f"top_k_experts is {self.top_k_experts}; it must be 1..{self.num_experts}"),
+            (not 0.0 <= self.rope_partial_factor <= 1.0,
+             f"rope_partial_factor {self.rope_partial_factor} is not in [0, 1]"),
+        ]  # fmt: skip
+        for wrong, message in problems:
+            if wrong:
+                raise ConfigError(message)
 
     # ---- per-layer shapes (Gemma 4 gives global layers their own; otherwise all equal)
 
     def layer_head_dim(self, i: int) -> int:
-        if self.layer_types[i] == "global" and self.global_head_dim:
-            return self.global_head_dim
-        return self.head_dim
+        wide = self.layer_types[i] == "global" and self.global_head_dim
+        return self.global_head_dim if wide else self.head_dim
 
     def layer_kv_heads(self, i: int) -> int:
-        if self.layer_types[i] == "global" and self.num_global_kv_heads:
-            return self.num_global_kv_heads
-        return self.num_kv_heads
+        own = self.layer_types[i] == "global" and self.num_global_kv_heads
+        return self.num_global_kv_heads if own else self.num_kv_heads
 
     def layer_k_eq_v(self, i: int) -> bool:
         return self.attention_k_eq_v and self.layer_types[i] == "global"
@@ -130,9 +116,8 @@ class GemmaConfig:
         """The layer whose keys/values layer i attends over: itself, or for the last
         `num_kv_shared_layers` layers the last earlier non-shared layer of the same kind."""
         first = self.num_layers - self.num_kv_shared_layers
-        if i < first:
-            return i
-        return max(j for j in range(first) if self.layer_types[j] == self.layer_types[i])
+        kind = self.layer_types[i]
+        return i if i < first else max(j for j in range(first) if self.layer_types[j] == kind)
 
     def layer_intermediate(self, i: int) -> int:
         wide = self.double_wide_mlp and self.kv_source(i) != i
@@ -409,13 +394,7 @@ def _from_gguf(meta: dict[str, Any], vocab_size: int | None) -> GemmaConfig:
             "gemma-embedding files"
         )
 
-    def get(key: str, default: Any = field) -> Any:
-        full = f"{arch}.{key}"
-        if full in meta:
-            return meta[full]
-        if default is field:
-            raise ConfigError(f"GGUF metadata lacks {full!r}; the file is incomplete")
-        return default
+    get = _meta_getter(meta, arch)
 
     n, hidden, heads = get("block_count"), get("embedding_length"), get("attention.head_count")
     head_dim = get("attention.key_length", hidden // heads)
@@ -455,6 +434,20 @@ def _from_gguf(meta: dict[str, Any], vocab_size: int | None) -> GemmaConfig:
     )  # fmt: skip
 
 
+def _meta_getter(meta: dict[str, Any], arch: str):
+    """get(key, default) for `{arch}.{key}`; no default: a missing key is an incomplete file."""
+
+    def get(key: str, default: Any = field) -> Any:
+        full = f"{arch}.{key}"
+        if full in meta:
+            return meta[full]
+        if default is field:
+            raise ConfigError(f"GGUF metadata lacks {full!r}; the file is incomplete")
+        return default
+
+    return get
+
+
 def _per_layer(value: Any, n: int, name: str) -> list[int]:
     """A GGUF count that llama.cpp writes once or once per layer, as a per-layer list."""
     values = value if isinstance(value, list) else [value] * n
@@ -469,14 +462,7 @@ def _gguf_gemma4(meta: dict[str, Any], vocab_size: int | None) -> GemmaConfig:
     """A `gemma4` GGUF (llama.cpp's converter): head widths as key_length (global layers) and
     key_length_swa, per-layer KV-head and MLP-width arrays, shared_kv_layers. Fields only the
     tensors tell (keys as values, layer scalars, the PLE rows) are set by the GGUF loader."""
-
-    def get(key: str, default: Any = field) -> Any:
-        if f"gemma4.{key}" in meta:
-            return meta[f"gemma4.{key}"]
-        if default is field:
-            raise ConfigError(f"GGUF metadata lacks 'gemma4.{key}'; the file is incomplete")
-        return default
-
+    get = _meta_getter(meta, "gemma4")
     n = get("block_count")
     pattern = get("attention.sliding_window_pattern")
     if not isinstance(pattern, list) or len(pattern) != n:
@@ -485,15 +471,13 @@ def _gguf_gemma4(meta: dict[str, Any], vocab_size: int | None) -> GemmaConfig:
     kinds: tuple[LayerKind, ...] = tuple("sliding" if p else "global" for p in pattern)
     kv = _per_layer(get("attention.head_count_kv"), n, "attention.head_count_kv")
     ffn = _per_layer(get("feed_forward_length"), n, "feed_forward_length")
-    shared = get("attention.shared_kv_layers", 0)
-    first_global = kinds.index("global") if "global" in kinds else 0
-    first_sliding = kinds.index("sliding") if "sliding" in kinds else 0
-    experts = get("expert_count", 0)
+    g = kinds.index("global") if "global" in kinds else 0  # first global / sliding layer
+    sw = kinds.index("sliding") if "sliding" in kinds else 0
     ple = get("embedding_length_per_layer_input", 0)
     return GemmaConfig(
         family="gemma4", vocab_size=vocab_size or 262_144, hidden_size=get("embedding_length"),
         intermediate_size=ffn[0], num_layers=n, num_heads=get("attention.head_count"),
-        num_kv_heads=kv[first_sliding], head_dim=get("attention.key_length_swa"),
+        num_kv_heads=kv[sw], head_dim=get("attention.key_length_swa"),
         query_pre_attn_scalar=1.0, layer_types=kinds,
         sliding_window=get("attention.sliding_window"),
         rope_theta=float(get("rope.freq_base", 1_000_000.0)),
@@ -505,11 +489,10 @@ def _gguf_gemma4(meta: dict[str, Any], vocab_size: int | None) -> GemmaConfig:
         eos_token_id=int(meta.get("tokenizer.ggml.eos_token_id", 1)),
         pad_token_id=int(meta.get("tokenizer.ggml.padding_token_id", 0)),
         norm_offset=0.0, v_norm=True, global_head_dim=get("attention.key_length"),
-        num_global_kv_heads=kv[first_global] if kv[first_global] != kv[first_sliding] else None,
-        rope_partial_factor=0.25,
-        hidden_size_per_layer_input=ple,
-        vocab_size_per_layer_input=(vocab_size or 0) if ple else 0,
-        num_kv_shared_layers=shared, double_wide_mlp=ffn[-1] == 2 * ffn[0],
-        layer_scalar=True, num_experts=experts, top_k_experts=get("expert_used_count", 0),
+        num_global_kv_heads=kv[g] if kv[g] != kv[sw] else None, rope_partial_factor=0.25,
+        hidden_size_per_layer_input=ple, vocab_size_per_layer_input=(vocab_size or 0) if ple else 0,
+        num_kv_shared_layers=get("attention.shared_kv_layers", 0),
+        double_wide_mlp=ffn[-1] == 2 * ffn[0], layer_scalar=True,
+        num_experts=get("expert_count", 0), top_k_experts=get("expert_used_count", 0),
         moe_intermediate_size=get("expert_feed_forward_length", 0),
     )  # fmt: skip
