@@ -42,17 +42,21 @@ def test_concurrent_requests_equal_sequential_ones_on_q8_weights(fast_lm):
 
 
 def test_engine_watermarks_sampled_requests(fast_lm):
-    from opengemma.safety.watermark import detect, keygen
+    import random
+
+    from opengemma.safety.watermark import WatermarkConfig, detect
     from opengemma.sampling import SamplingParams
 
-    lm, cfg = fast_lm, keygen(depth=20)
+    # fixed keys: with fresh random ones a repetitive sample sometimes scores too few n-grams
+    keys = tuple(random.Random(7).sample(range(1 << 16), 20))  # distinct modulo the table
+    lm, cfg = fast_lm, WatermarkConfig(keys=keys)
     engine = Engine(lm.model, lm.tokenizer, max_batch=2).start()
     try:
         ids = lm.tokenizer.encode("Write a short story about a lighthouse keeper.")
         params = SamplingParams(temperature=1.0, top_k=40, seed=11)
 
         def text(watermark):
-            request = GenerationRequest(ids, 60, params, stop_ids=frozenset(), watermark=watermark)
+            request = GenerationRequest(ids, 120, params, stop_ids=frozenset(), watermark=watermark)
             return "".join(e.text for e in engine.generate(request))
 
         assert detect(text(cfg), cfg, lm.tokenizer).p_value < 1e-3
