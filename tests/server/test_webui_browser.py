@@ -154,6 +154,8 @@ def test_conversations_survive_reload_and_round_trip_as_json(browser, page, tmp_
     page.reload()
     assert p.locator(".conv-open").all_inner_texts() == ["Second chat"]
     p.set_input_files("#import-file", str(exported))
+    # the import reads the file asynchronously: wait for the list to be redrawn
+    p.wait_for_function("document.querySelectorAll('.conv-open').length === 3")
     assert sorted(p.locator(".conv-open").all_inner_texts()) == [
         "Greeting", "Second chat", "Second chat"]  # fmt: skip
     bad = tmp_path / "bad.json"
