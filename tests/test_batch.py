@@ -93,8 +93,9 @@ def test_guard_scores_match_the_classifier(tmp_path):
                                "response": "Mix flour and water."}) + "\n")  # fmt: skip
     run_batch(BatchJob("guard", src, tmp_path / "out", policies=("dangerous_content",)))
     (row,) = _outputs(tmp_path / "out")
-    want = SafetyClassifier.load().score(  # as `opengemma guard` loads it (float32)"How do I bake bread?", "Mix flour and water.",
-                                      ["dangerous_content"])  # fmt: skip
+    # as `opengemma guard` loads it (float32)
+    want = SafetyClassifier.load().score("How do I bake bread?", "Mix flour and water.",
+                                         ["dangerous_content"])  # fmt: skip
     assert row["id"] == "a"
     assert row["scores"]["dangerous_content"] == pytest.approx(want[0].p_yes, abs=1e-6)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opengemma.atomic import write_atomic
 from opengemma.errors import OpenGemmaError
 
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
@@ -199,3 +200,15 @@ class Worker:
     def close(self) -> None:
         if self.job.task != "guard":
             self.engine.shutdown()
+
+
+def part_path(output: Path, chunk: Chunk) -> Path:
+    return output / f"part-{chunk.index:05d}.jsonl"
+
+
+def run_chunk(worker: Worker, job: BatchJob, chunk: Chunk) -> int:
+    """Generate (or score) one chunk and write its part atomically; returns its records."""
+    rows = worker.run(list(read_chunk(job.input, chunk)))
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    write_atomic(part_path(job.output, chunk), data)
+    return len(rows)

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from opengemma.batch.jobs import BatchError, BatchJob, Chunk, Worker
-from opengemma.batch.run import run_chunk
+from opengemma.batch.jobs import BatchError, BatchJob, Chunk, Worker, run_chunk
 
 
 class ChunkActor:

@@ -5,24 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from opengemma.atomic import write_atomic
-from opengemma.batch.jobs import BatchError, BatchJob, Chunk, Worker, read_chunk, scan
+from opengemma.batch.jobs import BatchError, BatchJob, Chunk, Worker, part_path, run_chunk, scan
 from opengemma.data.progress import progress_bar
-
-
-def part_path(output: Path, chunk: Chunk) -> Path:
-    return output / f"part-{chunk.index:05d}.jsonl"
-
-
-def run_chunk(worker: Worker, job: BatchJob, chunk: Chunk) -> int:
-    """Generate (or score) one chunk and write its part atomically; returns its records."""
-    rows = worker.run(list(read_chunk(job.input, chunk)))
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    write_atomic(part_path(job.output, chunk), data)
-    return len(rows)
 
 
 def _fingerprint(job: BatchJob) -> str:
