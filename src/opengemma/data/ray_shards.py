@@ -7,8 +7,11 @@ and never duplicates a record.
 
 1. `scrub_shard`: read the shard, scrub, decontaminate; stage the surviving records, findings
    and quarantine entries (pickle stream) and their dedup keys (Parquet: exact hash and MinHash
-   band keys, each with the record's global order key `shard << 32 | row`).
-2. `finish_shard`: drop the records the dedup shuffle marked, write the output part, findings
+   band keys, each with the record's global order key `shard << 32 | row`), one file per
+   hash partition of the keys: the map side of the dedup shuffle.
+2. `reduce_partition` (one task per partition): every key occurrence but the first in input
+   order marks its record as a duplicate (exact key) or near duplicate (a MinHash band).
+3. `finish_shard`: drop the records the dedup shuffle marked, write the output part, findings
    and quarantine parts, with record indices shifted by the shard's offset among all inputs.
 """
 
@@ -61,6 +64,7 @@ class ShardTask:
     ngram: int
     chunk_size: int
     template: str  # the input whose header/schema the output keeps (the first one)
+    parts: int = 1  # hash partitions of the dedup shuffle
     fault: tuple[str, str, int, int, str] | None = None
 
 
@@ -158,7 +162,7 @@ def scrub_shard(row: dict[str, Any], task: ShardTask, resume: bool) -> dict[str,
                 _maybe_fault(task, "scrub", shard, summary.read)
         _scrub_batch(batch, scrubber, decontam, dedup, summary, stage.fh, keys)
         if dedup is not None:
-            _write_keys(staged(task.work, "scrub", shard, ".keys.parquet"), shard, keys)
+            _write_keys(task, shard, keys)
         stage.commit()
     except BaseException:
         stage.abort()
@@ -211,20 +215,29 @@ def _add_keys(keys: dict[str, list[int]], dedup: Deduplicator, text: str, row: i
         keys["order"].append(row)
 
 
-def _write_keys(path: Path, shard: int, keys: dict[str, list[int]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def partition_of(kind: np.ndarray, key: np.ndarray, parts: int) -> np.ndarray:
+    """The hash partition of each (kind, key): every occurrence of a key meets in one."""
+    mixed = key ^ (kind.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    return (mixed % np.uint64(parts)).astype(np.int64)
 
+
+def _write_keys(task: ShardTask, shard: int, keys: dict[str, list[int]]) -> None:
+    """The map side of the dedup shuffle: this shard's keys, one file per hash partition."""
+    kind = np.asarray(keys["kind"], np.uint8)
+    key = np.asarray(keys["key"], np.uint64)
     order = (np.uint64(shard) << np.uint64(ROW_BITS)) | np.asarray(keys["order"], np.uint64)
-    table = pa.table({"kind": np.asarray(keys["kind"], np.uint8),
-                      "key": np.asarray(keys["key"], np.uint64), "order": order})  # fmt: skip
-    out = AtomicFile(path)
-    try:
-        pq.write_table(table, out.fh)
-        out.commit()
-    except BaseException:
-        out.abort()
-        raise
+    part = partition_of(kind, key, task.parts)
+    for p in range(task.parts):
+        sel = part == p
+        folder = Path(task.work) / "keys" / f"{p:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        out = AtomicFile(folder / f"{shard:05d}.npz")
+        try:
+            np.savez(out.fh, kind=kind[sel], key=key[sel], order=order[sel])
+            out.commit()
+        except BaseException:
+            out.abort()
+            raise
 
 
 def shard_drops(work: str, shard: int) -> dict[int, str]:
@@ -314,19 +327,25 @@ def first_only(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"order": order[idx][later], "kind": k[later]}
 
 
-def reduce_partition(batch: dict[str, np.ndarray], work: str) -> dict[str, np.ndarray]:
-    """Dedup reducer of one hash partition: save its dropped (order, kind) rows sorted by
-    order (a retried task writes the same file again); returns how many."""
-    later = first_only(batch)
+def reduce_partition(row: dict[str, Any], work: str) -> dict[str, Any]:
+    """The reduce side of the dedup shuffle, for hash partition `row["part"]`: gather its
+    keys from every shard, save the dropped (order, kind) rows sorted by order (a retried
+    task writes the same file again); returns how many."""
+    p = int(row["part"])
+    cols: dict[str, list[np.ndarray]] = {"kind": [], "key": [], "order": []}
+    for path in sorted((Path(work) / "keys" / f"{p:05d}").glob("*.npz")):
+        with np.load(path) as z:
+            for k in cols:
+                cols[k].append(z[k])
+    if not cols["order"]:
+        return {"part": p, "dropped": 0}
+    later = first_only({k: np.concatenate(v) for k, v in cols.items()})
     idx = np.argsort(later["order"], kind="stable")
-    order, kind = later["order"][idx], later["kind"][idx]
-    if len(order):
-        name = hashlib.blake2b(order.tobytes(), digest_size=8).hexdigest()
-        out = AtomicFile(Path(work) / "drops" / f"{name}.npz")
-        try:
-            np.savez(out.fh, order=order, kind=kind)
-            out.commit()
-        except BaseException:
-            out.abort()
-            raise
-    return {"dropped": np.array([len(order)], dtype=np.int64)}
+    out = AtomicFile(Path(work) / "drops" / f"{p:05d}.npz")
+    try:
+        np.savez(out.fh, order=later["order"][idx], kind=later["kind"][idx])
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    return {"part": p, "dropped": len(idx)}
