@@ -135,7 +135,6 @@ def test_named_bad_values(argv, status, fragment, capfd, tmp_path, monkeypatch):
     assert fragment in err
 
 
-@pytest.mark.xfail(strict=True, reason="serve checks its port only when it binds (server/cli.py)")
 def test_serve_port_out_of_range(capfd, tmp_path):
     argv = ["serve", "--port", "99999", "--model", str(tmp_path / "missing.gguf")]
     got = main(argv)

@@ -105,7 +105,7 @@ def main(
         None,
         help="Address to listen on [default: 127.0.0.1, or 0.0.0.0 when $AIP_HTTP_PORT is set]",
     ),
-    port: int = typer.Option(None, help="Port [default: $AIP_HTTP_PORT or 8000]"),
+    port: int = typer.Option(None, min=1, max=65535, help="Port [default: $AIP_HTTP_PORT or 8000]"),
     dtype: str = typer.Option(None, help=DTYPE_HELP),
     quant: str = typer.Option("auto", help=QUANT_HELP),
     device: str = typer.Option("cpu", help="cpu, or cuda on a GPU machine."),
