@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from opengemma.kernels import KernelUnavailable, build, cpu, load_variant
-from opengemma.quant import BLOCK_BYTES, QK, quantize_q8, quantize_q8_0, split_q8_0
+from opengemma.quantized_layers import BLOCK_BYTES, QK, quantize_q8, quantize_q8_0, split_q8_0
 
 RUNNABLE = [v.name for v in build.runnable(cpu.detected_features())]
 ROOT = Path(__file__).resolve().parents[1]

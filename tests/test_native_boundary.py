@@ -12,7 +12,7 @@ from torch import nn
 
 from opengemma.errors import InvalidRequestError
 from opengemma.native_decode import NativeDecoder
-from opengemma.quant import (
+from opengemma.quantized_layers import (
     Q8Embedding,
     Q8Linear,
     dequantize_q8,
@@ -34,7 +34,7 @@ BAD_IDS = {
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from opengemma.quant import quantize_model
+    from opengemma.quantized_layers import quantize_model
 
     path = tmp_path_factory.mktemp("gemma3")
     save_reference(build_reference(family_config("gemma3")), path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from opengemma.native_decode import NativeDecoder
-from opengemma.quant import quantize_model
+from opengemma.quantized_layers import quantize_model
 from tests.tiny import build_reference, family_config, ours_from_dir, random_ids, save_reference
 
 CASES = {

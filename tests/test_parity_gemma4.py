@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from opengemma.quant import quantize_model
+from opengemma.quantized_layers import quantize_model
 from tests.gemma4_tiny import CASES, build_gemma4, gemma4_config
 from tests.tiny import build_reference, family_config, ours_from_dir, random_ids, save_reference
 

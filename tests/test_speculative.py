@@ -11,7 +11,7 @@ from opengemma.errors import InvalidRequestError
 from opengemma.generate import generate_step
 from opengemma.kv_cache import SlidingLayerCache
 from opengemma.native_decode import NativeDecoder
-from opengemma.quant import quantize_model
+from opengemma.quantized_layers import quantize_model
 from opengemma.sampling import Sampler, SamplingParams
 from opengemma.speculative import (
     NgramDrafter,

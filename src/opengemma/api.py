@@ -227,13 +227,13 @@ def load(
         quant = "q8" if ckpt.format == "gguf" and quantized_source else "none"
     if quant == "q8":
         from opengemma.native_decode import NativeDecoder
-        from opengemma.quant import quantize_model
+        from opengemma.quantized_layers import quantize_model
 
         if not ckpt.quantized:
             quantize_model(net)
         net.native_decoder = NativeDecoder.create(net)
     if torch.device(device).type == "cpu":
-        from opengemma.runtime import configure_threads
+        from opengemma.threads import configure_threads
 
         configure_threads(net, threads)
     lm = LM(ckpt.config, tokenizer, net, ckpt.path, ckpt.format, ckpt.info)

@@ -21,17 +21,17 @@ __all__ = ["build_model", "build_tokenizer", "merge_adapter", "weight_bytes"]
 
 def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device) -> GemmaModel:
     """Build on `meta` (no allocation), check key/shape coverage, then adopt the tensors
-    (matrices the checkpoint holds as int8 blocks become opengemma.quant layers)."""
+    (matrices the checkpoint holds as int8 blocks become opengemma.quantized_layers layers)."""
     with torch.device("meta"):
         model = GemmaModel(ckpt.config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    from opengemma.quant import block_shape
+    from opengemma.quantized_layers import block_shape
 
     shapes = {**ckpt.tensors, **{k: block_shape(b) for k, b in ckpt.quantized.items()}}
     check_coverage(shapes, expected, ckpt.path)
     tensors = {k: v.to(device=device, dtype=dtype) for k, v in ckpt.tensors.items()}
     if ckpt.quantized:
-        from opengemma.quant import quantize_model
+        from opengemma.quantized_layers import quantize_model
 
         quantize_model(model, ckpt.quantized, dtype)
         # the int8 buffers are in place already; everything else comes from the checkpoint

@@ -16,7 +16,7 @@ from torch import nn
 from opengemma.config import GemmaConfig
 from opengemma.errors import InvalidRequestError
 from opengemma.kv_cache import KVCache, attention_mask
-from opengemma.quant import token_ids
+from opengemma.quantized_layers import token_ids
 
 
 class RMSNorm(nn.Module):
@@ -257,7 +257,8 @@ class Router(nn.Module):
 class Experts(nn.Module):
     """`num_experts` GeGLU MLPs stored as 3-D tensors (transformers' layout: gate and up
     stacked in `gate_up_proj`); each token runs through its routed experts only. Quantized
-    (opengemma.quant), the two tensors become int8 blocks read one routed expert at a time."""
+    (opengemma.quantized_layers), the two tensors become int8 blocks read one routed expert at a
+    time."""
 
     stacked_weights = ("gate_up_proj", "down_proj")
 
@@ -281,7 +282,7 @@ class Experts(nn.Module):
     def _linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if w.dtype != torch.uint8:
             return F.linear(x, w)
-        from opengemma.quant import q8_linear  # int8 blocks of one expert
+        from opengemma.quantized_layers import q8_linear  # int8 blocks of one expert
 
         return q8_linear(x, w).to(x.dtype)
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from opengemma.kernels import native
 from opengemma.kv_cache import KVCache, SlidingLayerCache
-from opengemma.quant import Q8Embedding, Q8Linear, token_ids
+from opengemma.quantized_layers import Q8Embedding, Q8Linear, token_ids
 
 
 class _QW(ctypes.Structure):

@@ -15,7 +15,7 @@ import opengemma.checkpoint.gguf_reader as gguf_reader
 from opengemma.checkpoint.errors import CheckpointError
 from opengemma.checkpoint.gguf_reader import GGUFFile
 from opengemma.kernels import native
-from opengemma.quant import dequantize_q8_0
+from opengemma.quantized_layers import dequantize_q8_0
 
 Q = GGMLQuantizationType
 # native types -> byte offsets of the float16 fields (scales, mins) inside a block

@@ -4,7 +4,7 @@ Tolerances per case, as max |logit difference| over 24 positions of random tiny 
 float32 storage is exact (1e-4 absolute). Quantized cases are relative to the standard deviation
 of the reference logits (about 20 on the model used): float16 0.5%, Q8_0 6%, Q6_K 20% (measured
 0.1%, 3.2%, 9.5%). Random normal weights through 7 layers are a worst case for block
-quantization; the per-tensor error of each type is pinned in test_quant.py.
+quantization; the per-tensor error of each type is pinned in test_quantized_layers.py.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def test_quantized_base_error_and_gradient(bits):
 
 def test_int8_base_is_the_inference_format(tiny_dir, data, tmp_path):
     import opengemma
-    from opengemma.quant import Q8Linear, dequantize_q8_0, split_q8_0
+    from opengemma.quantized_layers import Q8Linear, dequantize_q8_0, split_q8_0
 
     lin = torch.nn.Linear(128, 48, bias=False)
     q8 = Q8Linear.from_linear(lin)
@@ -249,7 +249,7 @@ def test_ctrl_c_checkpoints_at_a_step_boundary(tiny_dir, data, tmp_path):
 def test_quantize_base_adopts_int8_layers_by_type_not_name():
     """quantize_base takes a real Q8Linear over as is; a look-alike class of the same name is
     not one (the check is isinstance, not the class name)."""
-    from opengemma.quant import Q8Linear, split_q8_0
+    from opengemma.quantized_layers import Q8Linear, split_q8_0
     from opengemma.tune.qlora_base import quantize_base
 
     class Block(torch.nn.Module):

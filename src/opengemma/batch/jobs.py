@@ -132,7 +132,7 @@ class Worker:
             self.engine = Engine(self.lm.model, self.lm.tokenizer, max_batch=job.max_batch,
                                  max_queue=max(job.chunk_size, 1)).start()  # fmt: skip
         if job.task == "guard":
-            from opengemma.runtime import configure_threads
+            from opengemma.threads import configure_threads
 
             configure_threads(self.lm.model, job.threads)
 

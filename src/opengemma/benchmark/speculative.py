@@ -105,7 +105,7 @@ def run_section(model, text: str, threads: list[int], decode_tokens: int, repeat
     doc = {"model": lm.path.name, "kernel": kernel_info().get("variant"), "runs": []}
     text_out = ""
     for count in threads:
-        from opengemma.runtime import configure_threads
+        from opengemma.threads import configure_threads
 
         used = configure_threads(lm.model, count or None)
         rows = run_speculative_bench(lm, text, decode_tokens, repeats, log=log)

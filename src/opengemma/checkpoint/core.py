@@ -1,6 +1,6 @@
 """The Checkpoint a loader returns, and the checks every format's loader runs before reading data.
 
-Loaders (gguf_file, hf, ckpt) build a Checkpoint; `expected_shapes` / `check_coverage` compare
+Loaders (gguf_checkpoint, hf, ckpt) build a Checkpoint; `expected_shapes` / `check_coverage` compare
 a file's tensor names and shapes with the config, `check_config_numbers` refuses absurd sizes.
 """
 
@@ -28,8 +28,8 @@ class Checkpoint:
     path: Path
     tokenizer_source: Any  # a GGUFFile, or the path of a tokenizer.model, or None
     info: dict[str, Any] = field(default_factory=dict)  # per-tensor types, bytes, metadata
-    # matrices kept as Q8_0 blocks (opengemma.quant): name -> uint8 (N, K/32*34); these names
-    # are absent from `tensors`
+    # matrices kept as Q8_0 blocks (opengemma.quantized_layers): name -> uint8 (N, K/32*34);
+    # these names are absent from `tensors`
     quantized: dict[str, torch.Tensor] = field(default_factory=dict)
     tokenizer: Any = None  # an opengemma Tokenizer, when the loader built it (GGUF, on request)
 

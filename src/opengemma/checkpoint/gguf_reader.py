@@ -41,7 +41,7 @@ MAX_ALIGN = 1 << 16
 _MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, one key byte, value type, smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8  # name length, name, n_dims, one dim, type, offset
 _CHUNK_ELEMENTS = 1 << 22  # dequantize at most this many values at once (16 MB of float32)
-QK = 32  # values per block of opengemma's weight format (opengemma.quant.QK)
+QK = 32  # values per block of opengemma's weight format (opengemma.quantized_layers.QK)
 _Q8_0 = 8  # ggml type id
 _Q8_0_BYTES = 34
 _INTEGER_BLOCKS = {2: 18, 6: 22}  # Q4_0, Q5_0 (bytes per block): integers times a float16 scale
@@ -372,7 +372,8 @@ class GGUFFile:
 
     def load_q8_0(self, name: str) -> torch.Tensor:
         """A 2-D tensor as Q8_0 blocks, opengemma's in-memory format for int8 layers
-        (opengemma.quant): uint8 (N, K/32*34); a 3-D one (stacked experts) as (E, N, K/32*34).
+        (opengemma.quantized_layers): uint8 (N, K/32*34); a 3-D one (stacked experts) as
+        (E, N, K/32*34).
 
         Q8_0 is taken over as stored, Q4_0 and Q5_0 exactly (their small integers times the
         same float16 scale); other types are decoded and quantized as the gguf package's Q8_0
@@ -408,7 +409,7 @@ class GGUFFile:
 
     def _q8_0_rows(self, data: np.ndarray, info: TensorInfo, out: torch.Tensor) -> None:
         """load_q8_0 of a few rows without the native kernel (numpy / PyTorch)."""
-        from opengemma.quant import quantize_q8_0
+        from opengemma.quantized_layers import quantize_q8_0
 
         target = out.numpy()
         if info.qtype == _Q8_0:

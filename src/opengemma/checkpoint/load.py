@@ -58,7 +58,7 @@ def load_checkpoint(
     path = resolve_path(path)
     fmt = detect_format(path)
     if fmt == "gguf":
-        from opengemma.checkpoint.gguf_file import load_gguf
+        from opengemma.checkpoint.gguf_checkpoint import load_gguf
 
         return load_gguf(path, dtype, quant, tokenizer)
     if fmt == "ckpt":

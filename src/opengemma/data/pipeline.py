@@ -29,8 +29,8 @@ from opengemma.data.formats import (
     read_records,
 )
 from opengemma.data.outcomes import finding_entries, quarantine_entry, record_id, scanned_text
-from opengemma.data.report import Report
 from opengemma.data.scrub import Outcome, ScrubOptions
+from opengemma.data.scrub_report import Report
 from opengemma.safety.pii import TYPES
 
 log = logging.getLogger("opengemma.data")

@@ -40,7 +40,7 @@ from opengemma.data.ray_shards import (
     scrub_shard,
     staged,
 )
-from opengemma.data.report import Report
+from opengemma.data.scrub_report import Report
 from opengemma.errors import OpenGemmaError
 from opengemma.safety.pii import TYPES
 

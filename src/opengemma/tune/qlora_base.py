@@ -6,10 +6,11 @@ dequantizes in forward. Its autograd function saves nothing for backward but re-
 there, so float weights never stay alive across the network during a training step. LoRA
 adapters wrap these modules like any linear and train in float32.
 
-8 bits: the block-quantized int8 format of `opengemma.quant` (one scale per 32 weights, the
-format of the fast inference path; a `Q8Linear` is adopted as is). 4 bits: symmetric absmax per
-group of `group_size` input columns, `s = max|w_group| / 7`, codes in [-8, 7] packed two per
-byte. The embedding (tied to the output projection) stays in the model's dtype.
+8 bits: the block-quantized int8 format of `opengemma.quantized_layers` (one scale per 32
+weights, the format of the fast inference path; a `Q8Linear` is adopted as is). 4 bits:
+symmetric absmax per group of `group_size` input columns, `s = max|w_group| / 7`, codes in
+[-8, 7] packed two per byte. The embedding (tied to the output projection) stays in the
+model's dtype.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from opengemma.lora import AdapterError
-from opengemma.quant import Q8Linear
+from opengemma.quantized_layers import Q8Linear
 
-QK = 32  # weights per int8 scale (opengemma.quant's block size)
+QK = 32  # weights per int8 scale (opengemma.quantized_layers's block size)
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -45,12 +46,13 @@ class FrozenQuantLinear(nn.Module):
 
     @classmethod
     def from_q8(cls, layer: nn.Module) -> FrozenQuantLinear:
-        """Adopt an `opengemma.quant.Q8Linear` (the same codes and scales, no requantization)."""
+        """Adopt an `opengemma.quantized_layers.Q8Linear` (the same codes and scales, no
+        requantization)."""
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         self.out_features, self.in_features = layer.out_features, layer.in_features
         self.bits, self.dtype, self.group_size = 8, torch.float32, QK
-        from opengemma.quant import split_q8_0
+        from opengemma.quantized_layers import split_q8_0
 
         codes, scales = split_q8_0(layer.blocks)
         self.register_buffer("codes", codes)
@@ -104,8 +106,8 @@ def _q4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def _q8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The inference format's int8 codes and scales (Q8_0, opengemma.quant)."""
-    from opengemma.quant import quantize_q8_0, split_q8_0
+    """The inference format's int8 codes and scales (Q8_0, opengemma.quantized_layers)."""
+    from opengemma.quantized_layers import quantize_q8_0, split_q8_0
 
     if weight.shape[1] % QK:
         raise AdapterError(f"int8 needs the input size ({weight.shape[1]}) to be a multiple of 32")
@@ -116,7 +118,7 @@ def _dequant_q8(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     if codes.device.type != "cpu":  # the native kernel is CPU-only
         n, k = codes.shape
         return (codes.float().view(n, k // QK, QK) * scales[..., None]).view(n, k)
-    from opengemma.quant import dequantize_q8
+    from opengemma.quantized_layers import dequantize_q8
 
     return dequantize_q8(codes, scales)
 
@@ -143,9 +145,10 @@ def quantize_base(model: nn.Module, bits: int = 4, group_size: int = 64) -> int:
 
 
 def check_differentiable(model: nn.Module) -> None:
-    """Refuse a model loaded with `opengemma.quant`'s int8 inference kernels: they give no
-    gradients (its tied output projection in particular), so nothing before them could train."""
-    from opengemma.quant import Q8Embedding
+    """Refuse a model loaded with `opengemma.quantized_layers`'s int8 inference kernels: they
+    give no gradients (its tied output projection in particular), so nothing before them could
+    train."""
+    from opengemma.quantized_layers import Q8Embedding
 
     if any(isinstance(m, (Q8Embedding, Q8Linear)) for m in model.modules()):
         raise AdapterError(

@@ -13,9 +13,9 @@ from gguf.quants import dequantize as gguf_dequantize
 from gguf.quants import quantize as gguf_quantize
 from torch import nn
 
-import opengemma.quant as quant
+import opengemma.quantized_layers as quant
 from opengemma.build import weight_bytes
-from opengemma.quant import (
+from opengemma.quantized_layers import (
     Q8Embedding,
     Q8Linear,
     dequantize_q8,

@@ -313,9 +313,3 @@ def quantize_model(
                 continue
             setattr(module, child_name, new)
     return model
-
-
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes of every parameter and buffer as held in memory."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
