@@ -77,7 +77,18 @@ def parse_types(spec: str | Iterable[str] | None) -> frozenset[str]:
 
 
 def resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:
-    """Keep a non-overlapping subset: higher type priority, then longer, then higher score."""
+    """Keep a non-overlapping subset: higher type priority, then longer, then higher score.
+
+    A PHONE lying wholly inside a STREET_ADDRESS is part of it (a house number and postcode
+    read as a number) and gives way, so a weak phone reading cannot delete the address."""
+    findings = list(findings)
+    streets = [(f.start, f.end) for f in findings if f.type == "STREET_ADDRESS"]
+    if streets:
+        findings = [
+            f
+            for f in findings
+            if f.type != "PHONE" or not any(s <= f.start and f.end <= e for s, e in streets)
+        ]
     ranked = sorted(
         findings, key=lambda f: (-PRIORITY[f.type], -(f.end - f.start), -f.score, f.start)
     )
