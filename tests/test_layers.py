@@ -29,7 +29,9 @@ RULES = {
     "opengemma.model": "core",
     "opengemma.kv_cache": "core",
     "opengemma.quantized_layers": "core",
+    "opengemma.tokenizer_gguf": "core",
     "opengemma.native_decode": "core",
+    "opengemma.stored_layers": "core",  # K-quant (Q4_K, Q6_K) layers on the file's blocks
     "opengemma.sampling": "core",
     "opengemma.tokenizer": "core",
     "opengemma.chat": "core",

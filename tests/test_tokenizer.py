@@ -15,7 +15,8 @@ import pytest
 from sentencepiece import SentencePieceProcessor
 
 from opengemma.errors import TokenizerError
-from opengemma.tokenizer import Tokenizer, _read_gguf_metadata, _reader_metadata
+from opengemma.tokenizer import Tokenizer
+from opengemma.tokenizer_gguf import read_gguf_metadata, reader_metadata
 
 try:
     from tokenizer_corpus import CONTROL_TEXT, corpus
@@ -296,8 +297,8 @@ def _write_tiny_gguf(path: Path, *, tokenizer: bool = True, model: str = "llama"
 @pytest.mark.parametrize("endian", [gguf.GGUFEndian.LITTLE, gguf.GGUFEndian.BIG])
 def test_tiny_gguf(tmp_path: Path, endian) -> None:
     path = _write_tiny_gguf(tmp_path / "tiny.gguf", endianess=endian)
-    meta = _read_gguf_metadata(path)
-    ref = _reader_metadata(gguf.GGUFReader(path))
+    meta = read_gguf_metadata(path)
+    ref = reader_metadata(gguf.GGUFReader(path))
     assert meta.keys() == ref.keys()
     for key, value in meta.items():
         assert np.array_equal(np.asarray(value), np.asarray(ref[key])), key

@@ -11,16 +11,16 @@ import pytest
 from sentencepiece import sentencepiece_model_pb2 as spm_pb2
 
 from opengemma.checkpoint.gguf_reader import GGUFFile
-from opengemma.tokenizer import (
+from opengemma.tokenizer import Tokenizer
+from opengemma.tokenizer_gguf import (
     BYTE,
     CONTROL,
     NORMAL,
     UNKNOWN,
     USER_DEFINED,
-    Tokenizer,
-    _gguf_vocab,
-    _serialize,
     build_model_proto,
+    gguf_vocab,
+    serialize_model,
 )
 
 
@@ -42,7 +42,7 @@ def tok(gguf_file: GGUFFile) -> Tokenizer:
 
 
 def _protobuf_bytes(pieces, scores, types, specs: spm_pb2.ModelProto) -> bytes:
-    """The same model built from protobuf messages: the reference for `_serialize`."""
+    """The same model built from protobuf messages: the reference for `serialize_model`."""
     proto = spm_pb2.ModelProto()
     for piece, score, kind in zip(pieces, scores.tolist(), types.tolist(), strict=True):
         proto.pieces.add(piece=piece, score=score, type=kind)
@@ -64,8 +64,8 @@ def test_every_piece_round_trips(tok: Tokenizer) -> None:
 
 
 def test_serializer_matches_protobuf_on_the_gemma3_vocabulary(meta: dict, tok: Tokenizer) -> None:
-    vocab = _gguf_vocab(meta)
-    data = _serialize(*vocab)
+    vocab = gguf_vocab(meta)
+    data = serialize_model(*vocab)
     assert data == _protobuf_bytes(*vocab)
     assert build_model_proto(meta).SerializeToString() == data
     assert tok.model_proto.SerializeToString() == data  # what SentencePiece holds
@@ -81,7 +81,8 @@ def test_serializer_matches_protobuf_at_varint_boundaries() -> None:
     specs = spm_pb2.ModelProto()
     specs.trainer_spec.vocab_size = n
     specs.normalizer_spec.name = "identity"
-    assert _serialize(pieces, scores, types, specs) == _protobuf_bytes(pieces, scores, types, specs)
+    want = _protobuf_bytes(pieces, scores, types, specs)
+    assert serialize_model(pieces, scores, types, specs) == want
 
 
 def test_vocabulary_without_token_types_or_scores() -> None:

@@ -24,7 +24,7 @@ import codecs
 import operator
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +33,25 @@ from sentencepiece import SentencePieceProcessor
 from sentencepiece import sentencepiece_model_pb2 as spm_pb2
 
 from opengemma.errors import TokenizerError
+from opengemma.tokenizer_gguf import (
+    BYTE,
+    BYTE_PIECE,
+    CONTROL,
+    SPACE,
+    UNKNOWN,
+    USER_DEFINED,
+    build_model_proto,
+    gguf_vocab,
+    read_gguf_metadata,
+    reader_metadata,
+    serialize_model,
+)
 
 __all__ = ["Tokenizer", "IncrementalDecoder", "build_model_proto"]
 
-_Piece = spm_pb2.ModelProto.SentencePiece
-NORMAL, UNKNOWN, CONTROL = _Piece.NORMAL, _Piece.UNKNOWN, _Piece.CONTROL
-USER_DEFINED, UNUSED, BYTE = _Piece.USER_DEFINED, _Piece.UNUSED, _Piece.BYTE
-
-# gguf.TokenType value (index) -> SentencePiece piece type; 0 = undefined in old files, other
-# values unknown: both read as normal.
-_GGUF_TO_SPM_TYPE = np.array(
-    [NORMAL, NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE], np.uint8
-)
-_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 # Pieces a Gemma tokenizer.model may mark USER_DEFINED although they are control tokens (llama.cpp
 # and transformers treat them as special): retyped CONTROL, so encode_plain never emits them.
 _LOOKS_CONTROL = re.compile(r"<(?:start_of_turn|end_of_turn|unused\d+|mask|2mass)>|\[@BOS@\]")
-_SPACE = "\u2581"  # SentencePiece's escaped space
 
 
 def _replace_per_byte(err: UnicodeError) -> tuple[str, int]:
@@ -61,217 +63,6 @@ def _replace_per_byte(err: UnicodeError) -> tuple[str, int]:
 _ERRORS = "opengemma.replace_per_byte"
 codecs.register_error(_ERRORS, _replace_per_byte)
 
-# --------------------------------------------------------------------------------------------------
-# GGUF metadata
-# --------------------------------------------------------------------------------------------------
-
-
-def _wanted(key: str) -> bool:
-    return key.startswith("tokenizer.") or key == "general.architecture"
-
-
-def _read_gguf_metadata(path: Path) -> dict[str, Any]:
-    """The ``tokenizer.*`` and ``general.architecture`` keys of a GGUF file (bounds-checked
-    parse by opengemma's own GGUF reader)."""
-    from opengemma.checkpoint.gguf_reader import GGUFFile
-    from opengemma.errors import ModelLoadError
-
-    if not path.is_file():
-        raise TokenizerError(f"GGUF file {path} does not exist; check the path.")
-    try:
-        meta = GGUFFile(path).metadata
-    except ModelLoadError as e:
-        raise TokenizerError(
-            f"{e}; pass a .gguf model file, or use Tokenizer.from_file for a SentencePiece "
-            "tokenizer.model"
-        ) from None
-    return {k: v for k, v in meta.items() if _wanted(k)}
-
-
-def _reader_metadata(reader: Any) -> dict[str, Any]:
-    """The same keys as `_read_gguf_metadata`, taken from an open ``gguf.GGUFReader``."""
-    out: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        if not _wanted(key):
-            continue
-        types = [int(t) for t in field.types]
-        parts = [field.parts[i] for i in field.data]
-        if types[0] == 9:
-            if types[-1] == 8:
-                out[key] = [bytes(p).decode("utf-8") for p in parts]
-            else:
-                out[key] = np.concatenate(parts) if parts else np.zeros(0)
-        elif types[0] == 8:
-            out[key] = bytes(parts[0]).decode("utf-8")
-        else:
-            out[key] = parts[0][0].item()
-    return out
-
-
-def build_model_proto(meta: dict[str, Any]) -> spm_pb2.ModelProto:
-    """A SentencePiece BPE ``ModelProto`` equivalent to the tokenizer described by GGUF metadata.
-
-    ``meta`` maps GGUF keys (``tokenizer.ggml.tokens``, ``.scores``, ``.token_type``,
-    ``.bos_token_id``...) to values. Pieces that llama.cpp stored with real spaces (Gemma's
-    user-defined runs of spaces) get their ``▁`` spelling back, so they match the escaped text
-    as in the original model.
-    """
-    return spm_pb2.ModelProto.FromString(_serialize(*_gguf_vocab(meta)))
-
-
-_Vocab = tuple[list[str], np.ndarray, np.ndarray, spm_pb2.ModelProto]
-
-
-def _gguf_vocab(meta: dict[str, Any]) -> _Vocab:
-    """The model `build_model_proto` describes, in parts: its pieces, their float32 scores, their
-    SentencePiece types (uint8), and a ``ModelProto`` holding only the trainer and normalizer
-    specs. Computed on whole arrays: Python message objects for 262k pieces take ~0.3 s."""
-    tokens = meta.get("tokenizer.ggml.tokens")
-    if not tokens:
-        raise TokenizerError(
-            "The GGUF file has no tokenizer metadata (tokenizer.ggml.tokens); convert the model "
-            "with llama.cpp's convert_hf_to_gguf.py, or load its tokenizer.model with "
-            "Tokenizer.from_file."
-        )
-    kind = meta.get("tokenizer.ggml.model")
-    # llama.cpp names Gemma 4's vocabulary "gemma4": the same SentencePiece pieces and scores
-    if kind not in ("llama", "gemma4"):
-        raise TokenizerError(
-            f"The GGUF tokenizer is {kind!r}, not SentencePiece ('llama', 'gemma4'), so it is "
-            "not a Gemma tokenizer; use a Gemma GGUF file."
-        )
-    if meta.get("tokenizer.ggml.add_space_prefix", False):
-        raise TokenizerError(
-            "The GGUF tokenizer adds a space prefix, which Gemma tokenizers never do; "
-            "use a Gemma GGUF file."
-        )
-    n = len(tokens)
-    gguf_types = meta.get("tokenizer.ggml.token_type")
-    scores = meta.get("tokenizer.ggml.scores")
-    if (gguf_types is not None and len(gguf_types) != n) or (
-        scores is not None and len(scores) != n
-    ):
-        raise TokenizerError(
-            "The GGUF tokenizer arrays (tokens, scores, token_type) differ in length; "
-            "re-convert the file."
-        )
-    if scores is None:  # no scores: merge priority follows file order
-        scores = -np.arange(n, dtype=np.float32)
-
-    def special_id(name: str, piece: str) -> int | None:
-        i = meta.get(f"tokenizer.ggml.{name}_token_id")
-        if i is None and piece in tokens:
-            i = tokens.index(piece)
-        if i is not None and not 0 <= int(i) < n:
-            raise TokenizerError(f"GGUF {name}_token_id {i} is outside the {n}-piece vocabulary.")
-        return None if i is None else int(i)
-
-    ids = {k: special_id(k, p) for k, p in _SPECIAL_PIECES.items()}
-    unk, bos, eos, pad = ids["unknown"], ids["bos"], ids["eos"], ids["padding"]
-    if bos is None or eos is None or unk is None:
-        raise TokenizerError(
-            "The GGUF tokenizer names no bos/eos/unk token (tokenizer.ggml.*_token_id); "
-            "re-convert the file."
-        )
-    types = np.full(n, NORMAL, np.uint8)
-    if gguf_types is None:  # byte pieces by their spelling; bos/eos/pad are control tokens
-        types[[i for i, text in enumerate(tokens) if _BYTE_PIECE.fullmatch(text)]] = BYTE
-        types[[i for i in (bos, eos, pad) if i is not None]] = CONTROL
-    else:
-        codes = np.asarray(gguf_types).astype(np.int64)  # truncated like int()
-        known = (codes >= 0) & (codes < len(_GGUF_TO_SPM_TYPE))
-        types[known] = _GGUF_TO_SPM_TYPE[codes[known]]
-    types[types == UNKNOWN] = CONTROL
-    types[unk] = UNKNOWN  # SentencePiece wants exactly one UNKNOWN piece: the unk id
-    pieces = list(tokens)
-    spaced = {
-        i: text.replace(" ", _SPACE)
-        for i, text in enumerate(tokens)
-        if " " in text and types[i] in (NORMAL, USER_DEFINED)
-    }
-    if spaced:  # respell unless the ▁ spelling is a piece already (or was taken just before)
-        taken = set(spaced.values()).intersection(tokens)
-        for i, respelled in spaced.items():
-            if respelled not in taken:
-                taken.add(respelled)
-                pieces[i] = respelled
-    specs = spm_pb2.ModelProto()
-    spec = specs.trainer_spec
-    spec.model_type = spm_pb2.TrainerSpec.BPE
-    spec.vocab_size = n
-    spec.byte_fallback = np.count_nonzero(types == BYTE) == 256
-    spec.unk_id, spec.unk_piece = unk, tokens[unk]
-    spec.bos_id, spec.bos_piece = bos, tokens[bos]
-    spec.eos_id, spec.eos_piece = eos, tokens[eos]
-    spec.pad_id = -1 if pad is None else pad
-    if pad is not None:
-        spec.pad_piece = tokens[pad]
-    norm = specs.normalizer_spec
-    norm.name = "identity"
-    norm.precompiled_charsmap = b""
-    norm.add_dummy_prefix = False
-    norm.remove_extra_whitespaces = False
-    norm.escape_whitespaces = True
-    return pieces, np.asarray(scores, dtype=np.float32), types, specs
-
-
-def _serialize(
-    pieces: list[str], scores: np.ndarray, types: np.ndarray, specs: spm_pb2.ModelProto
-) -> bytes:
-    """The serialized ``ModelProto`` of the pieces and the specs, byte for byte what protobuf
-    writes for them: each ``SentencePiece`` entry (field 1, with its piece, score and type all
-    set) is laid out with numpy, the specs (fields 2, 3) come after, as protobuf orders them."""
-    text = np.frombuffer("".join(pieces).encode(), np.uint8)
-    length = np.fromiter(map(len, map(str.encode, pieces)), np.int64, len(pieces))
-    body = length + _varint_size(length) + 8  # 0A len piece, 15 score (4 bytes), 18 type
-    size = body + _varint_size(body) + 1  # 0A len body
-    end = np.cumsum(size)
-    start = end - size
-    out = np.empty(int(end[-1]), np.uint8)
-    in_piece = np.ones(out.size, bool)  # what is left: the piece bytes, in order
-
-    def put(at: np.ndarray, values: Any) -> None:
-        out[at] = values
-        in_piece[at] = False
-
-    put(start, 0x0A)
-    at = _put_varint(put, start + 1, body)
-    put(at, 0x0A)
-    _put_varint(put, at + 1, length)
-    tail = end - 7
-    put(tail, 0x15)
-    score_bytes = np.ascontiguousarray(scores, dtype="<f4").view(np.uint8).reshape(-1, 4)
-    for k in range(4):
-        put(tail + 1 + k, score_bytes[:, k])
-    put(tail + 5, 0x18)
-    put(tail + 6, types)
-    out[in_piece] = text
-    return out.tobytes() + specs.SerializeToString()
-
-
-def _varint_size(values: np.ndarray) -> np.ndarray:
-    """Bytes in the protobuf varint of each (non-negative) value."""
-    size = np.ones_like(values)
-    for shift in range(7, 64, 7):
-        size += values >= 1 << shift
-    return size
-
-
-def _put_varint(
-    put: Callable[[np.ndarray, Any], None], at: np.ndarray, values: np.ndarray
-) -> np.ndarray:
-    """Write the varint of each value at its offset; return the offsets just past them."""
-    at, values = at.copy(), values.copy()
-    todo = np.arange(len(values))
-    while todo.size:
-        v = values[todo]
-        more = v >= 0x80
-        put(at[todo], (v & 0x7F) | more * 0x80)
-        at[todo] += 1
-        values[todo] = v >> 7
-        todo = todo[more]
-    return at
-
 
 def _retype_controls(pieces: list[str], types: bytearray | np.ndarray) -> list[int]:
     """Retype CONTROL, in place, the USER_DEFINED pieces that are control tokens (see
@@ -282,8 +73,6 @@ def _retype_controls(pieces: list[str], types: bytearray | np.ndarray) -> list[i
         types[i] = CONTROL
     return ids
 
-
-_SPECIAL_PIECES = {"bos": "<bos>", "eos": "<eos>", "unknown": "<unk>", "padding": "<pad>"}
 
 # --------------------------------------------------------------------------------------------------
 # Tokenizer
@@ -349,12 +138,12 @@ class Tokenizer:
         special = (kinds == CONTROL) | (kinds == UNKNOWN)
         self._special = special.tobytes()  # 1 for control and unk tokens, else 0
         # What each id decodes to: a str, or for a byte token <0xNN> its byte (a bytes object).
-        text: list[str | bytes] = [p.replace(_SPACE, " ") for p in pieces]
+        text: list[str | bytes] = [p.replace(SPACE, " ") for p in pieces]
         special_ids = np.flatnonzero(special).tolist()
         for i in special_ids:
             text[i] = pieces[i]
         for i in np.flatnonzero(kinds == BYTE).tolist():
-            if m := _BYTE_PIECE.fullmatch(pieces[i]):
+            if m := BYTE_PIECE.fullmatch(pieces[i]):
                 text[i] = bytes((int(m.group(1), 16),))
         self._text = text
 
@@ -397,19 +186,19 @@ class Tokenizer:
     def from_gguf(cls, path_or_reader: str | os.PathLike[str] | Any) -> Tokenizer:
         """Build from a GGUF file's embedded tokenizer: a path, or an open ``gguf.GGUFReader``."""
         if hasattr(path_or_reader, "fields"):
-            meta = _reader_metadata(path_or_reader)
+            meta = reader_metadata(path_or_reader)
         elif isinstance(getattr(path_or_reader, "metadata", None), dict):  # a GGUFFile
             meta = path_or_reader.metadata
         else:
             path = Path(path_or_reader)
             if not path.is_file():
                 raise TokenizerError(f"GGUF file {path} does not exist; check the path.")
-            meta = _read_gguf_metadata(path)
+            meta = read_gguf_metadata(path)
         # serialized straight from the metadata arrays: no ModelProto of 262k messages to build
-        pieces, scores, types, specs = _gguf_vocab(meta)
+        pieces, scores, types, specs = gguf_vocab(meta)
         _retype_controls(pieces, types)
         tok = cls.__new__(cls)
-        tok._setup(_serialize(pieces, scores, types, specs), pieces, types, specs.trainer_spec)
+        tok._setup(serialize_model(pieces, scores, types, specs), pieces, types, specs.trainer_spec)
         return tok
 
     @classmethod
