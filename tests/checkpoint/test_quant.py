@@ -10,8 +10,11 @@ import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFWriter
 from gguf.quants import dequantize
 
-from opengemma.checkpoint.gguf_quantize import quantize
+from opengemma.checkpoint.gguf_quantize import EXPORT_TYPES, quantize
 from opengemma.checkpoint.gguf_reader import GGUFFile
+from opengemma.checkpoint.gguf_writer import write_gguf
+from opengemma.checkpoint.keymap import ours_to_gguf
+from opengemma.config import PRESETS
 
 Q = GGMLQuantizationType
 READ_TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q2_K, Q.Q3_K,
@@ -72,9 +75,55 @@ def test_k_quant_error_within_half_a_step(qtype):
     assert rel < {Q.Q4_K: 0.1, Q.Q6_K: 0.025}[qtype]
 
 
-def test_reference_quantizers_are_used_bit_exact():
+def _extreme_rows(rows: int, cols: int, rng) -> np.ndarray:
+    """Rows of the values quantizers get wrong: zeros, ties, one huge value in a block,
+    float16 range edges (65504, subnormals), a negative maximum, constant blocks."""
+    x = (rng.normal(size=(rows, cols)) * rng.uniform(1e-3, 5, size=(rows, 1))).astype(np.float32)
+    x[0] = 0.0  # all-zero blocks: scale 0
+    x[1, :32] = np.arange(32) - 15.5  # with 127 below: Q8_0's step is 1, so every value a tie
+    x[1, 0] = 127.0
+    x[2, 3] = 6.0e4  # one value near float16's largest, the rest tiny
+    x[2, 32:64] = 1e-7  # below float16's smallest normal: subnormal scales
+    x[3, :32] = -7.25  # a constant negative block (max |x| is negative)
+    x[3, 40] = -1e3  # a block whose extreme is negative
+    x[4, 64:] = 65504.0  # float16's largest finite value, constant blocks
+    return x
+
+
+# every type `opengemma convert --quant` writes (EXPORT_TYPES) whose bytes the gguf package can
+# produce itself; Q4_K and Q6_K, which gguf only decodes, are checked by decoding (above)
+REFERENCE_QUANTIZED = [t for t in EXPORT_TYPES.values() if t not in (Q.Q4_K, Q.Q6_K)]
+
+
+@pytest.mark.parametrize("qtype", REFERENCE_QUANTIZED, ids=lambda t: t.name)
+def test_written_blocks_equal_the_gguf_quantizer(qtype, tmp_path):
+    """What write_gguf stores for each tensor, read back with gguf's own reader, is byte for byte
+    gguf.quants.quantize (llama.cpp's reference) of the source values: odd row counts, widths of
+    one block and of many, norms stored as w + 1, rows too narrow for the type (fallback)."""
     import gguf.quants
 
-    x = np.random.default_rng(2).normal(size=(4, 256)).astype(np.float32)
-    for qtype in (Q.Q8_0, Q.Q4_0, Q.Q5_1):
-        assert np.array_equal(quantize(x, qtype), gguf.quants.quantize(x, qtype))
+    rng = np.random.default_rng(3)
+    cfg = PRESETS["gemma3-270m"].replace(vocab_size=7, hidden_size=64, intermediate_size=96,
+                                         num_layers=1, layer_types=("sliding",))  # fmt: skip
+    tensors = {  # (rows, width): odd and prime row counts; 288 = 9 blocks of 32; 64; 96
+        "embed_tokens.weight": _extreme_rows(7, 288, rng),
+        "layers.0.self_attn.q_proj.weight": _extreme_rows(13, 64, rng),
+        "layers.0.mlp.down_proj.weight": _extreme_rows(5, 96, rng),
+        "layers.0.mlp.up_proj.weight": _extreme_rows(9, 256, rng),
+        "layers.0.self_attn.o_proj.weight": rng.normal(size=(1, 40)).astype(np.float32),
+        "layers.0.input_layernorm.weight": rng.normal(size=33).astype(np.float32),
+    }
+    path = tmp_path / "q.gguf"
+    stored = write_gguf(cfg, {n: torch.from_numpy(t) for n, t in tensors.items()}, path, qtype)
+    read = {t.name: t for t in GGUFReader(path).tensors}
+    for name, x in tensors.items():
+        t = read[ours_to_gguf(name)]
+        if x.ndim == 1:  # a norm: float32, llama.cpp's w + 1
+            want_type, want = Q.F32, (x + np.float32(1.0)).view(np.uint8)
+        elif x.shape[-1] % GGML_QUANT_SIZES[qtype][0]:  # 40 wide: Q8_0 cannot hold it either
+            want_type, want = Q.F16, x.astype(np.float16).view(np.uint8)
+        else:
+            want_type, want = qtype, gguf.quants.quantize(x, qtype).view(np.uint8)
+        assert Q(t.tensor_type) == want_type and stored[name] == want_type.name, name
+        got = np.asarray(t.data).view(np.uint8).reshape(want.shape)
+        assert np.array_equal(got, want), f"{name} as {want_type.name}"
