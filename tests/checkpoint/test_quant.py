@@ -1,6 +1,7 @@
 """Every GGML type a Gemma GGUF is published in decodes exactly as the `gguf` package's
 reference, through our bounds-checked reader (offsets, shapes, chunked dequantization); our
-Q4_K / Q6_K quantizers produce bytes the reference decodes within half a quantization step."""
+Q4_K / Q6_K quantizers produce bytes the reference decodes within half a quantization step;
+every other type a GGUF export writes is, on disk, byte for byte the gguf package's quantizer."""
 
 from __future__ import annotations
 
