@@ -42,10 +42,35 @@ def test_user_text_cannot_forge_a_turn(lm):
     assert "<start_of_turn>model" in tok.decode(ids[2:-4], skip_special=False)
 
 
-def test_chat_reply_stops_at_end_of_turn(lm):
-    chunks = list(lm.chat_stream([{"role": "user", "content": "Say hello."}], max_tokens=64))
-    assert chunks[-1].finish_reason in ("stop", "length")
-    assert "<end_of_turn>" not in "".join(chunks)
+def test_chat_reply_stops_at_end_of_turn(lm, monkeypatch):
+    """The model ends its turn (<end_of_turn> made its choice at the 4th token by a logits
+    processor, as a chat-tuned model would make it): the reply stops there, finish "stop",
+    the text is the three tokens before it and nothing from the 60 tokens budgeted after."""
+    import opengemma.api
+    from opengemma.sampling import Sampler
+
+    messages = [{"role": "user", "content": "Say hello."}]
+    free = list(lm.chat_stream(messages, max_tokens=8))  # the same reply, nobody ending it
+    end = lm.tokenizer.end_of_turn_id
+    assert end not in [c.token for c in free] and free[-1].finish_reason == "length"
+
+    class EndsTurnAtFourth(Sampler):
+        def __init__(self, params, extra=(), prompt_len=0):
+            def end_turn(tokens, logits):
+                if len(tokens) - prompt_len == 3:
+                    logits = logits.clone()
+                    logits[end] = logits.max() + 10.0
+                return logits
+
+            super().__init__(params, [*extra, end_turn], prompt_len)
+
+    monkeypatch.setattr(opengemma.api, "Sampler", EndsTurnAtFourth)
+    chunks = list(lm.chat_stream(messages, max_tokens=64))
+    assert [c.token for c in chunks] == [c.token for c in free[:3]] + [end]
+    assert chunks[-1].finish_reason == "stop" and chunks[-1] == ""
+    text = lm.tokenizer.decode([c.token for c in free[:3]])
+    assert "".join(chunks) == text and "<end_of_turn>" not in text
+    assert lm.chat(messages, max_tokens=64) == text
 
 
 @pytest.mark.parametrize(
