@@ -33,11 +33,11 @@ _CAP = r"(?:[A-ZÀ-ÖØ-Þ][\w'’.-]*|\d{1,3}(?:st|nd|rd|th))"
 _WORD = r"[A-ZÀ-ÖØ-Þ][\w'’.-]*"
 _PARTICLES = r"(?:am|an|der|den|de|del|la|le|les|sur|sous|di|do|da|das|dos|im|in|upon|on|en|aan)"
 _CITY = rf"{_WORD}(?:[ \t]+(?:{_PARTICLES}[ \t]+){{0,2}}{_WORD}){{0,3}}"
-_SEP = r"(?:[ \t]*,[ \t]*(?:\n[ \t]*)?|[ \t]*\n[ \t]*|[ \t]+-[ \t]+)"
+_SEP = r"(?:[ \t]*,[ \t]*(?:\n[ \t]*)?|[ \t]*\n[ \t]*|[ \t]+-[ \t]+|[ \t]+in[ \t]+(?=\d))"
 _UNIT = (
     r"(?i:apt\.?|apartment|apto\.?|suite|ste\.?|unit|flat|floor|fl\.?|room|rm\.?|piso|puerta"
-    r"|bus|scala|interno|andar|sala|bloco|esc\.?)[ \t]*[\w-]+|\d{1,2}[º°ª][ \t]?(?:[A-Z]\b|"
-    r"(?i:izq|izda|dcha|der|dto|esq)\.?)?|\#[ \t]?\d+"
+    r"|bus|scala|interno|andar|sala|bloco|esc\.?)[ \t]*[\w-]+|\d{1,2}\.?[º°ª][ \t]?(?:[A-Z]\b|"
+    r"(?i:izq|izda|dcha|der|dto|esq|frente|fte)\.?)?|\#[ \t]?\d+"
 )
 # Postcodes by the form they are written in, checked by `postcode_ok`.
 _POST_BEFORE_CITY = r"(?:[1-9]\d{3}[ \t]?[A-Z]{2}|\d{5}-\d{3}|\d{4}-\d{3}|\d{5}|\d{4})"
@@ -46,15 +46,17 @@ _UK_POST = r"(?:[A-Z]{1,2}\d[A-Z\d]?[ \t]*\d[A-Z]{2})"
 _POSTSEG = (
     rf"(?:{_POST_BEFORE_CITY}[ \t]+{_CITY}"
     rf"|{_CITY},?[ \t]+(?:{_US_STATE}[ \t]+\d{{5}}(?:-\d{{4}})?|{_UK_POST}|{_POST_BEFORE_CITY})"
-    rf"|{_CITY}[ \t]+-[ \t]+[A-Z]{{2}},?[ \t]+\d{{5}}-\d{{3}})"
+    rf"|{_CITY}(?:[ \t]+-[ \t]+|[ \t]*/[ \t]*)[A-Z]{{2}},?[ \t]+(?:CEP:?[ \t]*)?\d{{5}}-\d{{3}}"
+    r"|CEP:?[ \t]*\d{5}-?\d{3})"
 )
-_TAIL = re.compile(rf"(?:{_SEP}(?:{_UNIT}))?(?:{_SEP}{_CITY}){{0,2}}?{_SEP}(?:{_POSTSEG})\b")
+_CITY_SEG = rf"{_CITY}(?:[ \t]*/[ \t]*[A-Z]{{2}})?"  # São Paulo/SP
+_TAIL = re.compile(rf"(?:{_SEP}(?:{_UNIT}))?(?:{_SEP}{_CITY_SEG}){{0,2}}?{_SEP}(?:{_POSTSEG})\b")
 _UNIT_TAIL = re.compile(rf"{_SEP}(?:{_UNIT})")
 
 _STREETS = (
     # 1600 Amphitheatre Parkway / 250 West 57th Street / Flat 2, 17 Marlborough Gardens
     rf"\b(?:(?:Flat|Apartment|Unit|Suite)[ \t]+\w+,[ \t]+)?\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?"
-    rf"[ \t]+(?:{_CAP}[ \t]+){{1,4}}?(?:{_EN_SUFFIX})s?\b\.?",
+    rf"[ \t]+(?:{_CAP}[ \t]+){{1,4}}?(?:{_EN_SUFFIX})s?\b\.?(?:[ \t]+(?:[NS][EW]?|[EW])\b\.?)?",
     # Studio 48x, Rita Squares / Flat 3, Fox Parks
     rf"\b(?:Flat|Studio|Apartment|Unit|Suite)[ \t]+\d{{1,5}}[A-Za-z]?,?\s+"
     rf"(?:{_CAP}[ \t]+){{1,3}}?(?:{_EN_SUFFIX})s?\b",
@@ -72,26 +74,33 @@ _STREETS = (
     r"|Ronda|Rambla|Cañada|Travesía|Urbanización|Acceso|Cuesta|Vía|Glorieta|Carretera|Callejón"
     r"|Via|Viale|Piazza|Piazzale|Corso|Vicolo|Largo|Strada|Contrada|Borgo|Rua|Travessa"
     r"|Alameda|Praça|Largo|Estrada|Rodovia)[ \t]+(?:(?:de|del|de la|de los|de las|da|do|dos"
-    rf"|das|di|della|dei|delle)[ \t]+)?{_CAP}(?:[ \t]+{_CAP}){{0,3}},?[ \t]+(?:n[º°o.][ \t]*)?"
+    rf"|das|di|della|dei|delle)[ \t]+)?{_CAP}(?:[ \t]+{_CAP}){{0,3}},?[ \t]+(?:n\.?[º°o]\.?[ \t]*)?"
     r"\d{1,5}\b",
 )
 _STREET = re.compile("|".join(f"(?:{p})" for p in _STREETS))
 # Am Kupfergraben 6a, 10117 Berlin: no street word, so only with a checked postcode tail.
-_BARE_DE = re.compile(
-    r"\b(?:Am|An der|An den|Auf der|Auf dem|Im|In der|Zum|Zur|Unter den)[ \t]+[A-ZÄÖÜ][\w-]+"
-    r"[ \t]+\d{1,4}[a-z]?\b"
+# Damrak 1, 1012 LG Amsterdam / Zeil 106, 60313 Frankfurt: a street name without a street word,
+# likewise only with a checked postcode tail. PO boxes in the languages covered, ditto.
+_BARE = re.compile(
+    r"\b(?:P\.?[ \t]?O\.?[ \t]?Box|Post Office Box|Postbus|Postfach|Apartado(?: de Correos)?"
+    r"|Apdo\.?|Casella Postale|Caixa Postal|C\.P\.|B\.P\.|BP|Boîte Postale|Postboks|Box)"
+    r"[ \t]+\d{1,6}(?:[ \t]\d{2}){0,3}\b"
+    r"|\b(?:(?:Am|An der|An den|Auf der|Auf dem|Im|In der|Zum|Zur|Unter den)[ \t]+)?"
+    rf"[A-ZÀ-ÖØ-Þ][\w'’-]+(?:[ \t]+{_CAP}){{0,2}}[ \t]+\d{{1,4}}[a-zA-Z]?(?:[-/]\d{{1,4}})?\b"
 )
 _MILITARY = re.compile(
-    rf"\b(?:(?:PSC|CMR|Unit)[ \t]+\d{{1,5}}{_SEP}Box[ \t]+\d{{1,5}}"
+    rf"\b(?:(?:PSC|CMR|Unit)[ \t]+\d{{1,5}}(?:{_SEP}|[ \t]+)Box[ \t]+\d{{1,5}}"
     rf"|(?:USS|USNS|USCGC)[ \t]+{_WORD}(?:[ \t]+{_WORD}){{0,2}}"
     r"(?:[ \t]+\([A-Z]{2,4}[- ]?\d{1,4}\))?)"
     rf"(?:{_SEP}|[ \t]+)(?:APO|FPO|DPO)[ \t]+A[AEP][ \t]+\d{{5}}(?:-\d{{4}})?\b"
 )
 _KANJI = r"\u4e00-\u9fff"
 _JP = re.compile(
-    rf"(?:〒[ \t]?\d{{3}}-?\d{{4}}[ \t　]*)?(?:東京都|北海道|(?:京都|大阪)府|[{_KANJI}]{{2,3}}県)"
+    rf"(?:〒[ \t]?\d{{3}}-?\d{{4}}[ \t　]*)?(?:東京都|北海道|(?:京都|大阪)府|[{_KANJI}]{{2,3}}県"
+    rf"|[{_KANJI}]{{1,4}}市(?=[{_KANJI}]{{1,3}}区))"
     rf"[{_KANJI}\u3040-\u30ffー]{{1,20}}?(?:(?:\d{{1,4}}|[一二三四五六七八九十]+)丁目[ \t]?"
     r"\d{1,4}(?:番地?|[-−])[ \t]?\d{1,4}号?|\d{1,4}[-−]\d{1,4}(?:[-−]\d{1,4})?)"
+    rf"(?:[ \t　]?[{_KANJI}\u3040-\u30ffーA-Za-z]{{1,16}}?[ \t]?\d{{1,5}}(?:号室|階|F\b))?"
 )
 _ZH = re.compile(
     rf"(?:[{_KANJI}]{{2,4}}(?:省|自治区))?[{_KANJI}]{{2,4}}市[{_KANJI}]{{1,8}}?[区县]"
@@ -133,7 +142,7 @@ def postcode_ok(code: str, state: str | None = None) -> bool:
 
 def _tail_ok(tail: str) -> bool:
     """The postcode at the end (or start of the last segment) of a tail passes its check."""
-    last = re.split(r"[,\n]|[ \t]-[ \t]", tail.rstrip())[-1].strip()
+    last = re.split(r"[,\n]|[ \t]-[ \t]|[ \t]in[ \t]", tail.rstrip())[-1].strip()
     m = re.search(r"\b([A-Z]{2})[ \t]+(\d{5}(?:-\d{4})?)$", tail)
     if m:
         return postcode_ok(m[2], m[1])
@@ -155,7 +164,7 @@ class StreetAddressDetector(RuleDetector):
         if not any(c.isdigit() for c in text):
             return []
         out = []
-        for pattern, needs_tail in ((_STREET, False), (_BARE_DE, True)):
+        for pattern, needs_tail in ((_STREET, False), (_BARE, True)):
             for m in pattern.finditer(text):
                 end = self._extend(text, m.end())
                 if end > m.end() or not needs_tail:

@@ -38,7 +38,7 @@ class EmailDetector(RuleDetector):
 
 class CreditCardDetector(RuleDetector):
     name, types = "credit-card", frozenset({"CREDIT_CARD"})
-    _re = re.compile(r"(?<![\w-])\d(?:[ -]?\d){11,18}(?![\w])")
+    _re = re.compile(r"(?<![\w+-])\d(?:[ -]?\d){11,18}(?![\w])")  # "+49151..." is a phone
 
     @staticmethod
     def brand_ok(d: str) -> bool:

@@ -20,7 +20,7 @@ invoice, customer, tracking ... numbers in the same languages.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from opengemma.safety.pii_base import Finding, RuleDetector, before
@@ -31,15 +31,23 @@ DEFAULT_PHONE_REGIONS = (
 )  # fmt: skip
 
 _CANDIDATE = re.compile(
-    r"(?<![A-Za-z0-9.+/:_#=-])(?:\+[ \t]?)?\(?\d[\d \t().\-/]{5,22}\d"
-    r"(?:[ \t]*(?:x|ext\.?|#)[ \t]*\d{1,6})?(?![A-Za-z0-9]|[-/.]\d|\.[A-Za-z])"
+    r"(?<![A-Za-z0-9.+/_#-])(?<![\d:=][:=])(?:\+[ \t]?)?\(?\d[\d \t().\-/]{5,22}\d"
+    r"(?:[ \t]*(?:x|ext\.?|#)[ \t]*\d{1,6})?(?![A-Za-z0-9]|[-/.:]\d|\.[A-Za-z])"
 )
 _NEGATIVE = re.compile(
     r"(?i)(?:#|n[°º]|\b(?:order|invoice|inv|ticket|case|ref|reference|tracking|account|acct|id"
     r"|sku|po|build|version|ver|serial|isbn|ean|gtin|no\.?|number|nr\.?|art(?:ikel)?"
     r"|bestell\w*|auftrag\w*|rechnung\w*|kunden\w*|vertrag\w*|factur\w*|commande|pedido"
     r"|ordine|ordem|nota fiscal|codice|código|code|ordernummer|factuur|referentie|kenmerk"
-    r"|ts|timestamp|time|epoch|pid|uid|session)\W{0,5}|注文番号\W?|订单号\W?|주문번호\W?|〒)[ \t]*$"
+    r"|ts|timestamp|time|epoch|pid|uid|session|siren|siret|nif|nie|dni|cpf|cnpj|vat|tax|btw|kvk"
+    r"|ust-?id\w*|steuer\w*|iva|partita|fiscal\w*|matr[íi]cula|imei|iccid|lot|batch|charge"
+    r"|seriennummer|licen[cs]e|kennzeichen|plate|pin|otp|tan|iban|bic|konto\w*|cuenta|conto"
+    r"|rekening\w*|contrato|sepa|mandat\w*)\W{0,5}|注文番号\W?|订单号\W?|주문번호\W?|〒)[ \t]*$"
+)
+# "Phone number:", "Tel. Nr.", "Mobile no." -- a phone word just before the number word.
+_PHONE_NUMBER_WORD = re.compile(
+    r"(?i)(?:phone|tel\.?|mobile|cell|fax|telefon|handy|mobil|téléphone|teléfono|telefono"
+    r"|telefone|celular|gsm)[ \t]*(?:number|no\.?|nr\.?|nummer|n[°º]\.?|#)\W{0,5}$"
 )
 _CONTEXT = re.compile(
     r"(?i)(?:phone|tel\b|tel\.|call|mobile|cell|fax|whats ?app|\bzap\b|sms|text me|contact"
@@ -56,8 +64,13 @@ _SHAPE_REJECT = re.compile(
     r"|\d{1,5}[- ]\d{1,7}[- ]\d{1,7}[- ][\dX]"  # ISBN-10
     r"|\d{1,3}(?:\.\d{3})+(?:,\d\d)?|\d{1,3}(?:,\d{3})+(?:\.\d\d)?"  # amounts
     r"|\d{3}\.\d{3}\.\d{3}"  # nota fiscal 000.123.456
+    r"|[1-9]\d{0,2}\.\d{4,}"  # decimal fractions, coordinates 40.712776
     r")$"
+    r"|^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})[ \tT]"  # date + time
 )
+_POSTCODE_CITY = re.compile(r"\d{4}-\d{3}")  # PT postcode, when a city name follows
+_CITY_AFTER = re.compile(r"[ \t]+[A-ZÀ-Þ][a-zà-ÿ]")
+_TWO_NUMBERS = re.compile(r"[ \t]*/[ \t]*")  # "912 345 678 / 21 345 6789"
 _MONEY = re.compile(r"[$€£¥₹₩]|R\$|\b(?:EUR|USD|GBP|CHF|BRL|JPY|CNY|KRW)\b")
 
 
@@ -78,6 +91,22 @@ def _script_regions(text: str) -> tuple[str, ...]:
     return ()
 
 
+def _candidates(text: str) -> Iterator[tuple[int, str]]:
+    """(offset, candidate) pairs; a whole number before a slash is a candidate of its own (two
+    numbers joined by a slash), while an area code before one (`089 / 12 34 56 78`) is not."""
+    pos = 0
+    while m := _CANDIDATE.search(text, pos):
+        cand, start = m.group().rstrip(" \t.-/("), m.start()
+        pos = m.end()
+        parts = _TWO_NUMBERS.split(cand)
+        if len(parts) > 1 and sum(c.isdigit() for c in parts[0]) >= 7:
+            cand = parts[0]
+            pos = start + len(cand) + len(_TWO_NUMBERS.match(text, start + len(cand)).group())
+        if cand.startswith("(") and ")" not in cand:
+            cand, start = cand[1:], start + 1
+        yield start, cand
+
+
 class PhoneDetector(RuleDetector):
     """International and national phone numbers (see the module docstring)."""
 
@@ -95,17 +124,16 @@ class PhoneDetector(RuleDetector):
     def find(self, text: str, field: str) -> list[Finding]:
         out: list[Finding] = []
         hint: tuple[str, ...] | None = None
-        for m in _CANDIDATE.finditer(text):
-            cand = m.group().rstrip(" \t.-/(")
-            start = m.start()
-            if cand.startswith("(") and ")" not in cand:
-                cand, start = cand[1:], start + 1
+        for start, cand in _candidates(text):
             digits = sum(c.isdigit() for c in cand)
             if not 7 <= digits <= 15 + 6 * bool(_EXTENSION.search(cand)):
                 continue
-            if _SHAPE_REJECT.match(cand) or self._money(text, start, start + len(cand)):
+            if _SHAPE_REJECT.search(cand) or self._money(text, start, start + len(cand)):
                 continue
-            if _NEGATIVE.search(before(text, start, 28)):
+            if _POSTCODE_CITY.fullmatch(cand) and _CITY_AFTER.match(text, start + len(cand)):
+                continue
+            ctx = before(text, start, 28)
+            if _NEGATIVE.search(ctx) and not _PHONE_NUMBER_WORD.search(ctx):
                 continue
             says = self._says_phone(text, field, start)
             if cand.isdigit() and not says and not cand.startswith(("00", "011")):
