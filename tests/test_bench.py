@@ -143,15 +143,58 @@ def test_perplexity_matches_an_independent_computation(bench_run, lm):
     assert "| opengemma | 1/1 |" in speed_md and "| opengemma | " in ppl_md
 
 
-def test_chart_groups_engines_by_thread_setting(tmp_path):
-    """The PNG chart from a saved document (engines without a batch figure marked n/a)."""
+def test_chart_groups_engines_by_thread_setting(tmp_path, monkeypatch):
+    """The PNG chart of a saved document: one bar per engine and thread setting whose height is
+    the document's figure (engines without a batch figure marked n/a), and the saved pixels
+    show each bar in its engine's colour where the figure puts it."""
     from pathlib import Path
+
+    import matplotlib.image
+    from matplotlib.colors import to_rgb
+    from matplotlib.figure import Figure
 
     from opengemma.benchmark.results import save_plot
 
     saved = Path(__file__).parents[1] / "docs" / "bench-results" / "bench-2core.json"
     doc = json.loads(saved.read_text())
+    figures = []
+    real_savefig = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        figures.append((fig, kwargs.get("dpi") or fig.dpi))
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
     out = tmp_path / "chart.png"
     save_plot(doc, out)
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ((fig, dpi),) = figures
+    png = matplotlib.image.imread(out)  # (height, width, RGBA) floats in [0, 1]
+    width_in, height_in = fig.get_size_inches()
+    assert png.shape[:2] == (round(height_in * dpi), round(width_in * dpi))
+    engines = doc["options"]["engines"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == engines
+    checked = 0
+    for ax, key in zip(fig.axes, ("prefill_tps", "decode_tps", "batch_tps"), strict=True):
+        bars = [p for c in ax.containers for p in c]  # one container per engine, in order
+        assert len(bars) == len(engines) * len(doc["settings"])
+        labels = [t.get_text() for t in ax.texts]
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert ticks == [f"threads: {s['threads']}" for s in doc["settings"]]
+        for i, name in enumerate(engines):
+            for g, setting in enumerate(doc["settings"]):
+                value = setting["engines"][name][key]
+                bar = bars[i * len(doc["settings"]) + g]
+                assert bar.get_height() == pytest.approx(value or 0.0), (key, name)
+                assert abs(bar.get_x() + bar.get_width() / 2 - g) < 0.4  # in its setting's group
+                assert labels[i * len(doc["settings"]) + g] == (f"{value:.0f}" if value else "n/a")
+                if not value:
+                    continue
+                # the bar's middle, in the saved image's pixels (rows count from the top)
+                x, y = ax.transData.transform((bar.get_x() + bar.get_width() / 2, value / 2))
+                col, row = int(x * dpi / fig.dpi), png.shape[0] - 1 - int(y * dpi / fig.dpi)
+                assert png[row, col, :3] == pytest.approx(to_rgb(bar.get_facecolor()), abs=0.02)
+                assert to_rgb(bar.get_facecolor()) == to_rgb(f"C{i}")  # one colour per engine
+                checked += 1
+    assert checked == sum(1 for s in doc["settings"] for e in s["engines"].values()
+                          for k in ("prefill_tps", "decode_tps", "batch_tps") if e[k])  # fmt: skip
     assert not list(tmp_path.glob(".*"))  # no temporary file left
