@@ -19,30 +19,21 @@ class Metrics:
 
     def __init__(self, engine: Engine, model_name: str):
         self.registry = reg = CollectorRegistry()
-        label = {"model_name": model_name}
+        self.label = label = {"model_name": model_name}
         p = "opengemma:"
-        running = Gauge(
-            f"{p}num_requests_running",
-            "Requests in the running batch.",
-            ["model_name"],
-            registry=reg,
-        )
-        running.labels(**label).set_function(lambda: engine.num_running)
-        waiting = Gauge(
-            f"{p}num_requests_waiting",
-            "Requests waiting for a batch slot.",
-            ["model_name"],
-            registry=reg,
-        )
-        waiting.labels(**label).set_function(lambda: engine.num_waiting)
-        self.label = label
-        cached = Gauge(
-            f"{p}prefix_cache_bytes",
-            "Bytes of K/V held by the automatic prefix cache.",
-            ["model_name"],
-            registry=reg,
-        )
-        cached.labels(**label).set_function(lambda: engine.prefix_cache.nbytes)
+        live = {  # read from the engine at scrape time
+            "num_requests_running": ("Requests in the running batch.", lambda: engine.num_running),
+            "num_requests_waiting": (
+                "Requests waiting for a batch slot.", lambda: engine.num_waiting
+            ),
+            "prefix_cache_bytes": (
+                "Bytes of K/V held by the automatic prefix cache.",
+                lambda: engine.prefix_cache.nbytes,
+            ),
+        }
+        for name, (doc, read) in live.items():
+            gauge = Gauge(f"{p}{name}", doc, ["model_name"], registry=reg)
+            gauge.labels(**label).set_function(read)
         self.prefix_hits = Counter(
             f"{p}prefix_cache_hit_tokens",
             "Prompt tokens served from the prefix cache instead of computed.",

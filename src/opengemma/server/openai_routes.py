@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -251,29 +252,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 
         streams = [chat_tools.ToolStream(tools) for _ in range(body.n)] if tools else None
 
-        def chunk(index: int, event: TokenEvent | None) -> dict:
-            if event is not None and streams is not None:
-                return tool_chunk(streams[index], index, event)
-            if event is None:
-                delta = {"role": "assistant", "content": ""}
-                return {
-                    "choices": [
-                        {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
-                    ],
-                }
-            delta = {"content": event.text} if event.text else {}
-            lp = chat_logprobs(tok, [event]) if top is not None and event.token >= 0 else None
-            return {
-                "choices": [
-                    {
-                        "index": index,
-                        "delta": delta,
-                        "logprobs": lp,
-                        "finish_reason": event.finish_reason,
-                    }
-                ],
-            }
-
+        chunk = functools.partial(chat_chunk, streams, tok, top)
         return streaming(sse(state, sub, request, include, len(ids), chunk, base))
     choices = await collect(sub, request)
     out = []
@@ -289,6 +268,23 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         out.append({"index": i, "message": message, "logprobs": lp, "finish_reason": reason})
     generated = sum(len(c.events) for c in choices)
     return {**base, "choices": out, "usage": usage(len(ids), generated, sub)}
+
+
+def chat_chunk(
+    streams: list | None, tok: Any, top: int | None, index: int, event: TokenEvent | None
+) -> dict | None:
+    """One streamed chat chunk of choice `index`: the opening role delta (event None), a token's
+    text and logprobs, or (with tools) what the choice's ToolStream releases."""
+    if event is not None and streams is not None:
+        return tool_chunk(streams[index], index, event)
+    if event is None:
+        delta = {"role": "assistant", "content": ""}
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+        return {"choices": [choice]}
+    delta = {"content": event.text} if event.text else {}
+    lp = chat_logprobs(tok, [event]) if top is not None and event.token >= 0 else None
+    choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": event.finish_reason}
+    return {"choices": [choice]}
 
 
 def tool_chunk(stream: chat_tools.ToolStream, index: int, event: TokenEvent) -> dict | None:

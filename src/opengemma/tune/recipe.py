@@ -130,13 +130,7 @@ def main(cfg: TrainConfig, lm: Any = None) -> TrainResult:
         )
 
         # 3. Optimizer (AdamW on the adapters only) and schedule (warmup, then cosine).
-        params = trainable_parameters(model)
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * total)
-        schedule = functools.partial(
-            lr_factor, warmup=warmup, total=total, min_ratio=cfg.min_lr_ratio
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        params, optimizer, scheduler = make_optimizer(model, cfg, total)
 
         # 4. A fresh run, or the continuation of the one checkpointed in `out`.
         settings = run_settings(cfg, env)
@@ -191,6 +185,16 @@ def main(cfg: TrainConfig, lm: Any = None) -> TrainResult:
         return TrainResult.from_log(run, last, total, seconds)
     finally:
         teardown(env)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, total: int) -> tuple[list, Any, Any]:
+    """AdamW over the trainable (adapter) parameters and its schedule: linear warmup (5% of the
+    steps unless `warmup_steps` says), then cosine down to `min_lr_ratio`."""
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * total)
+    schedule = functools.partial(lr_factor, warmup=warmup, total=total, min_ratio=cfg.min_lr_ratio)
+    return params, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 def train_step(model: nn.Module, plan: Plan, step: int, env: DistEnv, pad_id: int) -> float:
