@@ -188,3 +188,24 @@ def test_readme_layout_matches_the_tree():
     stale = sorted(n for n in named - top
                    if n.endswith(".py") and not any(ROOT.rglob(n)))  # fmt: skip
     assert not stale, f"README's layout section names files that do not exist: {stale}"
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
+
+
+def test_modules_and_functions_stay_readable():
+    """Every module within 500 lines, every function (methods and nested ones included) within
+    80, counted from the `def` line to its last line as the parser sees them."""
+    long_modules, long_functions = [], []
+    for path in sorted(ROOT.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        name = path.relative_to(ROOT)
+        if (lines := source.count("\n")) > MAX_MODULE_LINES:
+            long_modules.append(f"{name} ({lines} lines)")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{name}:{node.lineno} {node.name} ({length} lines)")
+    assert not long_modules, f"modules over {MAX_MODULE_LINES} lines: {long_modules}"
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: {long_functions}"
