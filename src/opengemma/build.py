@@ -26,14 +26,20 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device
         model = GemmaModel(ckpt.config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     from opengemma.quantized_layers import block_shape
+    from opengemma.stored_layers import StoredBlocks
 
-    shapes = {**ckpt.tensors, **{k: block_shape(b) for k, b in ckpt.quantized.items()}}
+    stored = {k: b for k, b in ckpt.quantized.items() if isinstance(b, StoredBlocks)}
+    blocks = {k: b for k, b in ckpt.quantized.items() if k not in stored}
+    shapes = {**ckpt.tensors, **{k: block_shape(b) for k, b in blocks.items()},
+              **{k: b.shape for k, b in stored.items()}}  # fmt: skip
     check_coverage(shapes, expected, ckpt.path)
     tensors = {k: v.to(device=device, dtype=dtype) for k, v in ckpt.tensors.items()}
     if ckpt.quantized:
         from opengemma.quantized_layers import quantize_model
+        from opengemma.stored_layers import adopt_stored
 
-        quantize_model(model, ckpt.quantized, dtype)
+        adopt_stored(model, stored)  # K-quant blocks as the file stores them
+        quantize_model(model, blocks, dtype)
         # the int8 buffers are in place already; everything else comes from the checkpoint
         tensors.update({k: v for k, v in model.state_dict().items() if k not in tensors})
     model.load_state_dict(tensors, strict=True, assign=True)

@@ -19,10 +19,13 @@ from torch import nn
 from opengemma.kernels import native
 from opengemma.kv_cache import KVCache, SlidingLayerCache
 from opengemma.quantized_layers import Q8Embedding, Q8Linear, token_ids
+from opengemma.stored_layers import StoredLinear
+
+_Q8_0 = 8  # ggml type id of Q8Linear's / Q8Embedding's blocks; StoredLinear has its own
 
 
 class _QW(ctypes.Structure):
-    _fields_ = [("w", c_void_p), ("n", c_long), ("k", c_long)]
+    _fields_ = [("w", c_void_p), ("n", c_long), ("k", c_long), ("type", c_long)]
 
 
 _PROJ = ("wq", "wk", "wv", "wo", "wgate", "wup", "wdown")
@@ -135,15 +138,16 @@ class NativeDecoder:
             att, mlp = block.self_attn, block.mlp
             projections = (att.q_proj, att.k_proj, att.v_proj, att.o_proj, mlp.gate_proj,
                            mlp.up_proj, mlp.down_proj)  # fmt: skip
-            if not all(isinstance(p, Q8Linear) for p in projections):
+            if not all(isinstance(p, (Q8Linear, StoredLinear)) for p in projections):
                 return None
         return cls(model, lib)
 
-    def _qw(self, mod: Q8Linear | Q8Embedding) -> _QW:
+    def _qw(self, mod: Q8Linear | StoredLinear | Q8Embedding) -> _QW:
         self._watch.append((mod, "blocks", mod.blocks, mod.blocks._version))
-        n, k = (mod.out_features, mod.in_features) if isinstance(mod, Q8Linear) else (
-            mod.num_embeddings, mod.embedding_dim)  # fmt: skip
-        return _QW(mod.blocks.data_ptr(), n, k)
+        if isinstance(mod, Q8Embedding):
+            return _QW(mod.blocks.data_ptr(), mod.num_embeddings, mod.embedding_dim, _Q8_0)
+        qtype = mod.qtype if isinstance(mod, StoredLinear) else _Q8_0
+        return _QW(mod.blocks.data_ptr(), mod.out_features, mod.in_features, qtype)
 
     def _norm(self, norm: nn.Module) -> int | None:
         if isinstance(norm, nn.Identity):

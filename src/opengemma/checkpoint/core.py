@@ -28,8 +28,9 @@ class Checkpoint:
     path: Path
     tokenizer_source: Any  # a GGUFFile, or the path of a tokenizer.model, or None
     info: dict[str, Any] = field(default_factory=dict)  # per-tensor types, bytes, metadata
-    # matrices kept as Q8_0 blocks (opengemma.quantized_layers): name -> uint8 (N, K/32*34);
-    # these names are absent from `tensors`
+    # matrices kept as Q8_0 blocks (opengemma.quantized_layers): name -> uint8 (N, K/32*34), or
+    # as the file stores them (opengemma.stored_layers.StoredBlocks: Q4_K, Q6_K); these names
+    # are absent from `tensors`
     quantized: dict[str, torch.Tensor] = field(default_factory=dict)
     tokenizer: Any = None  # an opengemma Tokenizer, when the loader built it (GGUF, on request)
 

@@ -150,9 +150,11 @@ def load_gguf(
 ) -> Checkpoint:
     """Parse, validate and dequantize a GGUF file (norm weights back to the w convention).
 
-    quant "q8": matrices go straight from their stored blocks to Q8_0 blocks
-    (`Checkpoint.quantized`); "auto": so when any matrix is stored quantized; "none": all in
-    `dtype`. tokenizer: build `Checkpoint.tokenizer` first, then drop the vocabulary arrays.
+    quant "q8": Q4_K / Q6_K projections stay in the file's blocks (memory-mapped
+    `opengemma.stored_layers.StoredBlocks`), other matrices go straight from their stored
+    blocks to Q8_0 blocks (both in `Checkpoint.quantized`); "auto": so when any matrix is
+    stored quantized; "none": all in `dtype`. tokenizer: build `Checkpoint.tokenizer` first,
+    then drop the vocabulary arrays.
     """
     gf = GGUFFile(path)
     config = gguf_config(gf)
@@ -179,7 +181,8 @@ def load_gguf(
         if name is None:
             continue
         if quant == "q8" and gguf_name in matrices:
-            quantized[name] = gf.load_q8_0(gguf_name)
+            stored = _keeps_stored(name, gf.tensors[gguf_name])
+            quantized[name] = gf.load_stored(gguf_name) if stored else gf.load_q8_0(gguf_name)
             continue
         # llama.cpp stores Gemma 1-3 norm weights as w + 1 (Gemma 4's as they are)
         shifted = is_norm(name) and config.norm_offset == 1.0
@@ -192,6 +195,16 @@ def load_gguf(
         "tensors": [(t.name, t.type_name, t.shape, t.nbytes) for t in infos],
     }
     return Checkpoint(config, tensors, "gguf", path, gf, info, quantized, built)
+
+
+def _keeps_stored(name: str, info) -> bool:
+    """Whether a matrix stays in its file's blocks (opengemma.stored_layers): 2-D Q4_K / Q6_K
+    projections. Embedding tables (also the tied output projection) and stacked experts are
+    held as Q8_0 blocks."""
+    from opengemma.stored_layers import STORED_TYPES
+
+    module = name.rsplit(".", 1)[0].rsplit(".", 1)[-1]
+    return info.qtype in STORED_TYPES and len(info.shape) == 2 and not module.startswith("embed")
 
 
 def _minus_one(x: torch.Tensor) -> torch.Tensor:

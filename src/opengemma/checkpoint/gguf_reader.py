@@ -407,6 +407,25 @@ class GGUFFile:
             self.release(info.offset + r0 * row_bytes, rows * row_bytes)
         return out.reshape(*lead, -1)
 
+    def load_stored(self, name: str):
+        """A 2-D Q4_K / Q6_K matrix as the file stores it (opengemma.stored_layers.StoredBlocks):
+        a read-only view of the memory map, no copy; its pages are read when first used."""
+        import warnings
+
+        from opengemma.stored_layers import StoredBlocks, stored_shape
+
+        info = self.tensors[name]
+        self._check_byteorder()
+        data = self.raw(name)
+        with warnings.catch_warnings():  # the map is read-only; the layers never write to it
+            warnings.simplefilter("ignore", UserWarning)
+            blocks = torch.from_numpy(data)
+        try:
+            stored_shape(info.qtype, blocks, info.shape[-1])
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path}: tensor {name}: {exc}") from None
+        return StoredBlocks(info.qtype, blocks, info.shape[-1])
+
     def _q8_0_rows(self, data: np.ndarray, info: TensorInfo, out: torch.Tensor) -> None:
         """load_q8_0 of a few rows without the native kernel (numpy / PyTorch)."""
         from opengemma.quantized_layers import quantize_q8_0

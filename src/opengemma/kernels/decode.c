@@ -12,9 +12,10 @@
  * so row t computes the same bits as the t-th of single steps (a ring cache then needs B - 1
  * slots beyond its window, so that no row evicts a key an earlier row still sees).
  *
- * The arithmetic follows opengemma.model with the int8 layers of opengemma.quant (activations
- * quantized per block of 32 before each projection); results agree with that path to float32
- * rounding.
+ * The arithmetic follows opengemma.model with the int8 layers of opengemma.quantized_layers
+ * (activations quantized per block of 32 before each Q8_0 projection) and the K-quant layers of
+ * opengemma.stored_layers (per 256 before each Q4_K / Q6_K one, weights as the file stores
+ * them); results agree with that path to float32 rounding.
  */
 #include <math.h>
 #include <stdint.h>
@@ -27,13 +28,45 @@ void q8_quantize(const float *x, int8_t *xq, float *xs, long rows, long K);
 void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B, long N,
                long K, int nthreads);
 void q8_0_gather(const uint8_t *w, const int64_t *ids, float *out, long n_ids, long K);
-void q8_0_linear(const float *x, int8_t *xq, float *xs, const uint8_t *w, float *out, long B,
-                 long N, long K, int nthreads);
+/* kquant.c */
+void q8k_quantize(const float *x, int8_t *xq, float *xd, int16_t *bs, long rows, long K);
+int kq_gemv(int type, const int8_t *xq, const float *xd, const int16_t *bs, const uint8_t *w,
+            float *out, long B, long N, long K, int nthreads);
+
+enum { Q8_0 = 8 }; /* ggml type ids; kquant.c takes Q4_K (12) and Q6_K (14) */
 
 typedef struct {
-    const uint8_t *w; /* Q8_0 blocks [n, k / 32] */
-    long n, k;
+    const uint8_t *w; /* [n] rows of k weights in GGUF blocks of `type`, as the file stores them */
+    long n, k, type;
 } QW;
+
+/* activations [B, k] and their quantizations, each made once when a projection first needs it:
+ * per 32 (Q8_0 weights) and per 256 with sums of 16 (K-quant weights) */
+typedef struct {
+    const float *x;
+    long B, k;
+    int8_t *q32, *qk;
+    float *s32, *dk;
+    int16_t *bk;
+    int have32, havek;
+} Act;
+
+static Act act(const float *x, long B, long k, const Act *scratch) {
+    Act a = *scratch;
+    a.x = x, a.B = B, a.k = k, a.have32 = a.havek = 0;
+    return a;
+}
+
+/* out [B, w->n] = x [B, w->k] @ W.T */
+static void project(const QW *w, Act *a, float *out, int nthreads) {
+    if (w->type == Q8_0) {
+        if (!a->have32) q8_quantize(a->x, a->q32, a->s32, a->B, a->k), a->have32 = 1;
+        q8_0_gemv(a->q32, a->s32, w->w, out, a->B, w->n, w->k, nthreads);
+    } else {
+        if (!a->havek) q8k_quantize(a->x, a->qk, a->dk, a->bk, a->B, a->k), a->havek = 1;
+        kq_gemv((int)w->type, a->qk, a->dk, a->bk, w->w, out, a->B, w->n, w->k, nthreads);
+    }
+}
 
 typedef struct {
     QW wq, wk, wv, wo, wgate, wup, wdown;
@@ -209,7 +242,11 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
     for (long b = 0; b < B; b++)
         for (long l = 0; l < m->n_layers; l++) max_cap = max_l(max_cap, caches[b][l].cap);
     size_t floats = (size_t)B * (2 * d + qdim + 2 * kvdim + qdim + 2 * m->ffn + H * max_cap);
-    float *buf = malloc(floats * sizeof(float) + (size_t)B * widest * (1 + sizeof(float)));
+    /* + int8 activations and their scales: per 32, and per 256 with sums of 16 */
+    size_t act_bytes = (size_t)B * widest * 2 + (size_t)B * widest / 32 * sizeof(float) +
+                       (size_t)B * widest / 256 * sizeof(float) +
+                       (size_t)B * widest / 16 * sizeof(int16_t);
+    float *buf = malloc(floats * sizeof(float) + act_bytes + 64);
     long *slots = malloc((size_t)B * max_cap * sizeof(long)), n_slots[B];
     if (!buf || !slots) {
         free(buf);
@@ -218,8 +255,11 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
     }
     float *x = buf, *h = x + B * d, *q = h + B * d, *k = q + B * qdim, *v = k + B * kvdim;
     float *att = v + B * kvdim, *gate = att + B * qdim, *up = gate + B * m->ffn;
-    float *scores = up + B * m->ffn, *xs = scores + B * H * max_cap;
-    int8_t *xq = (int8_t *)(xs + B * widest / 32);
+    float *scores = up + B * m->ffn;
+    Act sa = {0};
+    sa.s32 = scores + B * H * max_cap, sa.dk = sa.s32 + B * widest / 32;
+    sa.bk = (int16_t *)(sa.dk + B * widest / 256);
+    sa.q32 = (int8_t *)(sa.bk + B * widest / 16), sa.qk = sa.q32 + B * widest;
 
     q8_0_gather(m->embed.w, ids, x, B, d);
     for (long i = 0; i < B * d; i++) x[i] *= m->embed_scale;
@@ -227,10 +267,10 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
     for (long l = 0; l < m->n_layers; l++) {
         const DLayer *L = &m->layers[l];
         for (long b = 0; b < B; b++) rms_norm(x + b * d, L->in_norm, h + b * d, d, m->eps);
-        q8_quantize(h, xq, xs, B, d); /* one quantization shared by q, k and v */
-        q8_0_gemv(xq, xs, L->wq.w, q, B, qdim, d, nthreads);
-        q8_0_gemv(xq, xs, L->wk.w, k, B, kvdim, d, nthreads);
-        q8_0_gemv(xq, xs, L->wv.w, v, B, kvdim, d, nthreads);
+        Act ah = act(h, B, d, &sa); /* one quantization shared by q, k and v */
+        project(&L->wq, &ah, q, nthreads);
+        project(&L->wk, &ah, k, nthreads);
+        project(&L->wv, &ah, v, nthreads);
         for (long b = 0; b < B; b++) {
             float *qb = q + b * qdim, *kb = k + b * kvdim, *vb = v + b * kvdim;
             if (L->q_norm)
@@ -257,18 +297,20 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
             attend_head(m, &caches[b][l], i / (H / KV), q + b * qdim + i * hd, n_slots[b],
                         slots + b * max_cap, scores + bh * max_cap, att + b * qdim + i * hd);
         }
-        q8_0_linear(att, xq, xs, L->wo.w, h, B, L->wo.n, L->wo.k, nthreads);
+        Act aa = act(att, B, qdim, &sa);
+        project(&L->wo, &aa, h, nthreads);
         for (long b = 0; b < B; b++) {
             float *hb = h + b * d, *xb = x + b * d;
             if (L->post_attn_norm) rms_norm(hb, L->post_attn_norm, hb, d, m->eps);
             for (long i = 0; i < d; i++) xb[i] += hb[i];
             rms_norm(xb, L->pre_ffn_norm, hb, d, m->eps);
         }
-        q8_quantize(h, xq, xs, B, d); /* shared by gate and up */
-        q8_0_gemv(xq, xs, L->wgate.w, gate, B, m->ffn, d, nthreads);
-        q8_0_gemv(xq, xs, L->wup.w, up, B, m->ffn, d, nthreads);
+        Act af = act(h, B, d, &sa); /* shared by gate and up */
+        project(&L->wgate, &af, gate, nthreads);
+        project(&L->wup, &af, up, nthreads);
         for (long b = 0; b < B; b++) gelu_mul(gate + b * m->ffn, up + b * m->ffn, m->ffn);
-        q8_0_linear(gate, xq, xs, L->wdown.w, h, B, L->wdown.n, L->wdown.k, nthreads);
+        Act ag = act(gate, B, m->ffn, &sa);
+        project(&L->wdown, &ag, h, nthreads);
         for (long b = 0; b < B; b++) {
             float *hb = h + b * d, *xb = x + b * d;
             if (L->post_ffn_norm) rms_norm(hb, L->post_ffn_norm, hb, d, m->eps);
@@ -276,7 +318,8 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
         }
     }
     for (long b = 0; b < B; b++) rms_norm(x + b * d, m->final_norm, h + b * d, d, m->eps);
-    q8_0_linear(h, xq, xs, m->embed.w, logits, B, m->embed.n, m->embed.k, nthreads);
+    Act ao = act(h, B, d, &sa);
+    project(&m->embed, &ao, logits, nthreads);
     if (m->final_softcap > 0.0f) /* row by row: each row's bits independent of the batch */
         for (long b = 0; b < B; b++) softcap_all(logits + b * m->vocab, m->vocab, m->final_softcap);
     free(buf);
