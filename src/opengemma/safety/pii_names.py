@@ -26,11 +26,15 @@ _NAME = rf"{_NAME_TOKEN}(?:{_SURNAMES})?"
 _GREETING = (
     r"Dear|Hi|Hello|Hey|Hola|Bonjour|Bonsoir|Salut|Coucou|Hallo|Liebe|Lieber|Beste|Geachte"
     r"|Caro|Cara|Gentile|Gentilissim[ao]|Ol[áa]|Oi|Prezad[oa]|Estimad[oa]|Querid[oa]|Ciao"
-    r"|Buongiorno|Sehr geehrte[rn]?|Madame|Monsieur|Exm[oa]\.?|Thanks|Thank you"
+    r"|Buongiorno|Sehr geehrte[rn]?|Madame|Monsieur|Exm[oa]\.?|Thanks|Thank you|Gracias|Merci"
+    r"|Danke|Grazie|Obrigad[oa]|Bedankt|Goedemorgen|Guten Morgen|Guten Tag|Moin|Servus|Buenos días"
+    r"|Buenas tardes|Bom dia|Boa tarde|Salve|Egregi[oa]|Spettabile|Cher|Chère|Hoi"
 )
 _TITLE = (
-    r"Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Herr|Frau|Mme|Mlle|M\.|Sr|Sra|Srta|Sig|Sig\.ra|Signora"
-    r"|Signor|Dott|Dott\.ssa|Ing|Avv|Dhr|Mevr|Mw|Don|Doña|Dona|SGT|Sgt|PFC|Cpl|Capt|Lt|Col|Maj"
+    r"Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Herr|Herrn|Frau|Mme|Mlle|M\.|Madame|Monsieur|Mademoiselle"
+    r"|Sr|Sra|Srta|Señor|Señora|Senhor|Senhora|Sig|Sig\.ra|Signora|Signor|Dott|Dott\.ssa|Ing"
+    r"|Avv|Dhr|Mevr|Mw|Mevrouw|Meneer|de heer|Don|Doña|Dona|SGT|Sgt|PFC|Cpl|Capt|Lt|Col|Maj"
+    r"|Familie|Fam|Dipl\.-Ing|Maître"
 )
 _INTRO = (
     r"[Mm]y name is|[Nn]ame is|I'm|I am|i'm|[Tt]his is|[Jj]e suis|[Jj]e m'appelle|c'est"
@@ -40,8 +44,15 @@ _INTRO = (
 _FIELD = (
     r"[Nn]ame|[Ff]ull[_ ]?[Nn]ame|Nom(?: complet)?|Prénom|Nombre(?: completo)?|Nome(?: e cognome)?"
     r"|Cognome(?: e nome)?|Naam|Vorname(?: Nachname)?|Nachname|Customer|Contact|Account holder"
-    r"|Holder|Patient|Author|Bill to|Ship to|Attn\.?|Titular|Inhaber|Empfänger|Destinatari[oa]"
-    r"|Destinatário|Kunde|Client|Cliente|Klant|Paciente|Patiënt|From|De|Von|Da|Van|Sender"
+    r"|Holder|Patient|Author|Bill to|Ship to|Sold to|Deliver to|Attn\.?|Titular|Inhaber"
+    r"|Empfänger|Destinatari[oa]|Destinatário|Kunde|Client|Cliente|Klant|Paciente|Patiënt|From"
+    r"|De|Von|Da|Van|Sender|To|An|Para|Aan|Cc|[Ff]irst[_ ]?[Nn]ame|[Ll]ast[_ ]?[Nn]ame|Surname"
+    r"|Given names?|Family name|Nom de famille|Voornaam|Voornamen|Achternaam|Apellidos?"
+    r"|Sobrenome|Nome completo|Kontoinhaber(?:in)?|Ansprechpartner(?:in)?|Contactpersoon"
+    r"|Persona de contacto|Referente|Responsável|Responsable|Signature|Signed|Unterschrift"
+    r"|Firmado|Assinado|Ondertekend|Getekend|Gezeichnet|Requested by|Assigned to|Owner|Reporter"
+    r"|Mitarbeiter(?:in)?|Employee|Medewerker|Empleado|Dipendente|Funcionário|Arzt|Médecin"
+    r"|Médico|Medico|Huisarts|Doctor|Tenant|Mieter(?:in)?|Locataire|Inquilino|Huurder|Signé"
 )
 _CLOSING = (
     r"Regards|Kind regards|Best regards|Warm regards|Best wishes|Best|Sincerely|Yours sincerely"
@@ -53,7 +64,8 @@ _CLOSING = (
     r"|Hartelijke groet|Groetjes|Vriendelijke groeten"
 )
 _CUE = re.compile(
-    rf"(?:\b(?:{_GREETING})[,:]?[ \t]+(?:(?:{_TITLE})\.?[ \t]+)?|\b(?:{_TITLE})\.?[ \t]+"
+    rf"(?:\b(?:{_GREETING})[,:]?[ \t]+(?:(?:{_TITLE})\.?[ \t]+){{0,3}}"
+    rf"|\b(?:(?:{_TITLE})\.?[ \t]+){{1,3}}"
     rf"|\b(?:{_INTRO})[ \t]+|(?m:^)[ \t]*(?:{_FIELD})[ \t]*[:：][ \t]*"
     r"|\b(?:[Ff]ull_?[Nn]ame|[Nn]ame|[Cc]ustomer|[Aa]uthor)\"?\W{1,4})"
     rf"(?P<name>{_NAME})"
@@ -61,6 +73,15 @@ _CUE = re.compile(
 _SIGNATURE = re.compile(
     rf"(?m)^[ \t]*(?:{_CLOSING})[ \t]*[,!.]?[ \t]*(?:\n[ \t]*){{0,2}}(?P<name>{_NAME})"
     r"(?=[ \t]*(?:\n|$|,))"
+)
+# "... Atentamente, Lucía Fernández" / "Best, Priya": a closing and a comma inside a line.
+_INLINE_SIGNATURE = re.compile(
+    rf"(?<!\w)(?:{_CLOSING})[ \t]*,[ \t]*(?P<name>{_NAME})(?=[ \t]*(?:$|\n|[.!]))"
+)
+# "Deine Anna" / "Your friend, Tom" at the end of a line: the name must be a known first name.
+_POSSESSIVE_SIGNATURE = re.compile(
+    r"(?<!\w)(?:Deine|Dein|Eure|Euer|Your(?: friend)?|Votre|Ta|Tu|Tua|Teu|Tuo|Je)[ \t]*,?[ \t]+"
+    rf"(?P<name>{_NAME})(?=[ \t]*(?:$|\n))"
 )
 _LEXICON_NAME = re.compile(rf"\b(?P<first>{_NAME_TOKEN})(?P<rest>{_SURNAMES})")
 _SPEAKER = re.compile(rf"(?m)^[ \t]*(?:\[[^\]\n]*\][ \t]*)?(?P<first>{_NAME_TOKEN}):")
@@ -103,8 +124,38 @@ COMMON_WORDS = frozenset(
     "Kunde Kundin Bestellung Zahlung Rückzahlung Anschrift Adresse Telefon Commande Facture "
     "Montant Adresse Pedido Factura Importe Dirección Ordine Fattura Importo Indirizzo Pedido "
     "Fatura Valor Endereço Factuur Bedrag Adres Bestelling Straße Strasse Platz Weg Rue Calle "
-    "Via Rua Praça Plaza Piazza Avenida Gracht Straat Laan Plein USS Navy Army Unit Box".split()
+    "Via Rua Praça Plaza Piazza Avenida Gracht Straat Laan Plein USS Navy Army Unit Box "
+    # form and letter labels (en, de, fr, es, it, pt, nl)
+    "Naam Voornaam Voornamen Achternaam Woonplaats Postcode Geboortedatum Telefoonnummer Vorname "
+    "Nachname Geburtsdatum Hausnummer Ort Wohnort Postleitzahl PLZ Unterschrift Prénom Nom Ville "
+    "Pays Nombre Apellido Apellidos Ciudad País Nome Cognome Città Sobrenome Cidade Estado Bairro "
+    "Signature Datum Fecha Data Betreff Objet Asunto Oggetto Assunto Onderwerp Anhang Anlage "
+    "Adjunto Allegato Anexo Bijlage Mail E-Mail Nummer Handynummer Kontakt Kontoinhaber "
+    "Verwendungszweck Ansprechpartner Firstname Lastname Surname Recipient Sender Empfänger "
+    "Absender Destinataire Expéditeur Remitente Mittente Remetente Afzender Ontvanger Gegevens "
+    # possessives and pronouns that open sentences
+    "Meine Meinen Meiner Meinem Deine Deinen Deiner Deinem Dein Ihrem Ihrer Unsere Unseren Euer "
+    "Eure Mijn Jouw Zijn Onze Hun Mon Son Notre Leur Leurs Mio Tuo Meu Minha Teu Mi Tu Nuestra "
+    "Vuestro Ich Du Er Es Man Je Il Elle On Ils Yo Él Nosotros Io Lui Noi Eu Ele Ela Nós Hij Zij "
+    # office, shop and software nouns (en, de, fr, es, it, pt, nl)
+    "Warehouse Office Store Shop Headquarters Reception Sales Marketing Finance Billing Shipping "
+    "Returns Department Services Client Clients Pull Request Design Doc Action Items Standup "
+    "Sprint Backlog Roadmap Quarterly Summary Agenda Minutes Dashboard Admin Administrator User "
+    "Guest Owner Staff Hotline Helpdesk Server Database Migration Deployment Abteilung Einkauf "
+    "Verkauf Vertrieb Buchhaltung Personal Geschäftsführung Lager Termin Unterlagen Antwort Frage "
+    "Problem Angebot Vertrag Lieferung Versand Paket Rücksendung Kündigung Rückruf Hilfe "
+    "Datenbank Aufgaben Projekt Besprechung Schön Société Entreprise Livraison Colis Devis "
+    "Magasin Entrepôt Réception Ventes Empresa Almacén Tienda Envío Paquete Departamento Ventas "
+    "Azienda Magazzino Negozio Spedizione Pacco Ufficio Modulo Reparto Vendite Armazém Loja "
+    "Entrega Nota Fiscal Boleto Recibo Contrato Setor Bedrijf Magazijn Winkel Levering Pakket "
+    "Afdeling Klantenservice Verkoop Everyone Paris".split()
 )
+# Endings of abstract and compound nouns that no personal name has (German -heit/-ung...,
+# Romance -tion/-ción, abbreviations such as Rechnungsnr).
+_COMMON_SUFFIXES = (
+    "heit", "keit", "schaft", "ierung", "nummer", "nr", "tion", "ción", "zione", "ção", "ungen",
+    "ismus", "ität", "zweck", "stelle", "abteilung",
+)  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -134,7 +185,11 @@ _NOT_NAMES = frozenset(
 
 def has_common_word(span: str) -> bool:
     """True when a word of `span` is in the stop-list of capitalised common words."""
-    return any(w.strip(".,;:'’\"") in COMMON_WORDS for w in span.split())
+    for word in span.split():
+        w = word.strip(".,;:'’\"")
+        if w in COMMON_WORDS or (len(w) > 5 and w.lower().endswith(_COMMON_SUFFIXES)):
+            return True
+    return False
 
 
 class NameRuleDetector(RuleDetector):
@@ -154,9 +209,14 @@ class NameRuleDetector(RuleDetector):
     def find(self, text: str, field: str) -> list[Finding]:
         out = [
             self._hit(m.start("name"), m.end("name"), 0.75)
-            for pattern in (_CUE, _SIGNATURE)
+            for pattern in (_CUE, _SIGNATURE, _INLINE_SIGNATURE)
             for m in pattern.finditer(text)
             if not has_common_word(m.group("name"))
+        ]
+        out += [
+            self._hit(m.start("name"), m.end("name"), 0.7)
+            for m in _POSSESSIVE_SIGNATURE.finditer(text)
+            if m.group("name").split()[0] in self.lexicon and not has_common_word(m.group("name"))
         ]
         if _NAME_FIELD.search(field.rsplit(".", 1)[-1]):
             stripped = text.strip()
