@@ -33,7 +33,19 @@ class _Page(HTMLParser):
         self.text.append(data)
 
 
-def test_report_from_a_small_prompt_set(tiny_lm, tmp_path):
+def test_report_from_a_small_prompt_set(tiny_lm, tmp_path, monkeypatch):
+    import matplotlib.image
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    figures = []
+    real_savefig = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        figures.append(fig)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
     prompts_file = tmp_path / "prompts.jsonl"
     texts = ["Tell me a joke.", "<b>How</b> do locks work?", "Hi"]
     prompts_file.write_text("\n".join(json.dumps({"prompt": p}) for p in texts))
@@ -48,6 +60,7 @@ def test_report_from_a_small_prompt_set(tiny_lm, tmp_path):
     assert len(page.images) == 2
     for src in page.images:
         assert (out / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(out / src).shape[:2] == (300, 500)  # 5 x 3 in at 100 dpi
     assert "<b>How</b> do locks work?" in "".join(page.text)  # escaped, shown as text
     doc = json.loads((out / "report.json").read_text())
     summary = doc["summary"]
@@ -56,6 +69,16 @@ def test_report_from_a_small_prompt_set(tiny_lm, tmp_path):
         flagged = sum(r["prompt_verdict"]["scores"][name] >= 0.5 for r in doc["records"])
         assert s["prompt_rate"] == pytest.approx(flagged / 3)
         assert f"{s['prompt_rate']:.1%}" in "".join(page.text)
+    # each histogram counts the report's scores: prompts' bars, then responses', 20 bins of 0.05
+    assert len(figures) == len(summary["policies"])
+    for fig, name in zip(figures, summary["policies"], strict=True):
+        (ax,) = fig.axes
+        assert ax.get_title() == name
+        heights = [p.get_height() for p in ax.patches]
+        for side, bars in (("prompt", heights[:20]), ("response", heights[20:])):
+            scores = [r[f"{side}_verdict"]["scores"][name] for r in doc["records"]]
+            want, _ = np.histogram(scores, bins=20, range=(0, 1))
+            assert bars == list(want), (name, side)
     assert doc["records"][0]["response"] == tiny_lm.chat(
         [{"role": "user", "content": "Tell me a joke."}], 5, temperature=0
     )
