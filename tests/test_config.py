@@ -6,6 +6,7 @@ import pytest
 
 from opengemma.config import PRESETS, GemmaConfig
 from opengemma.errors import ConfigError
+from tests.published_configs import PUBLISHED
 
 NAMES = ["gemma-2b", "gemma-7b", "gemma2-2b", "gemma2-9b", "gemma2-27b", "gemma3-270m",
          "gemma3-1b", "gemma3-4b", "gemma3-12b", "gemma3-27b", "gemma4-e2b", "gemma4-e4b",
@@ -16,56 +17,31 @@ def test_all_presets_present():
     assert sorted(PRESETS) == sorted(NAMES)
 
 
-def _hf_dict(cfg: GemmaConfig) -> dict:
-    """The preset expressed through transformers' own config class, as config.json would."""
-    import transformers as tf
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_config_gives_the_preset(name, tmp_path):
+    """The model's config.json as published (tests/published_configs.py names the repository)
+    reads as the preset, as the file itself and as transformers' own config class loads it."""
+    import transformers
 
-    common = dict(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim,
-        max_position_embeddings=cfg.max_position_embeddings,
-        query_pre_attn_scalar=cfg.query_pre_attn_scalar,
-    )
-    if cfg.family == "gemma":
-        common.pop("query_pre_attn_scalar")
-        return tf.GemmaConfig(**common).to_dict()
-    if cfg.family == "gemma2":
-        return tf.Gemma2Config(**common, sliding_window=cfg.sliding_window).to_dict()
-    if cfg.family == "gemma4":
-        common.pop("query_pre_attn_scalar")
-        kinds = [{"sliding": "sliding_attention", "global": "full_attention"}[k]
-                 for k in cfg.layer_types]  # fmt: skip
-        return tf.Gemma4TextConfig(
-            **common, sliding_window=cfg.sliding_window, layer_types=kinds,
-            global_head_dim=cfg.global_head_dim, num_global_key_value_heads=cfg.num_global_kv_heads,
-            attention_k_eq_v=cfg.attention_k_eq_v, final_logit_softcapping=30.0,
-            hidden_size_per_layer_input=cfg.hidden_size_per_layer_input,
-            vocab_size_per_layer_input=262_144, num_kv_shared_layers=cfg.num_kv_shared_layers,
-            use_double_wide_mlp=cfg.double_wide_mlp, enable_moe_block=bool(cfg.num_experts),
-            num_experts=cfg.num_experts or None, top_k_experts=cfg.top_k_experts or None,
-            moe_intermediate_size=cfg.moe_intermediate_size or None,
-        ).to_dict()  # fmt: skip
-    full = {"rope_type": "default", "rope_theta": cfg.rope_theta}
-    if cfg.rope_scaling != 1.0:
-        full = {"rope_type": "linear", "factor": cfg.rope_scaling, "rope_theta": cfg.rope_theta}
-    rope = {
-        "full_attention": full,
-        "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
-    }
-    cls = tf.Gemma3TextConfig
-    return cls(**common, sliding_window=cfg.sliding_window, rope_parameters=rope).to_dict()
+    repo, published = PUBLISHED[name]
+    (tmp_path / "config.json").write_text(json.dumps(published))
+    assert GemmaConfig.from_hf(tmp_path) == PRESETS[name], repo
+    fields = {k: v for k, v in published.items() if k != "model_type"}
+    via_hf = transformers.AutoConfig.for_model(published["model_type"], **fields).to_dict()
+    assert GemmaConfig.from_hf(via_hf) == PRESETS[name], repo
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_from_hf_reproduces_preset(name, tmp_path):
-    preset = PRESETS[name]
-    (tmp_path / "config.json").write_text(json.dumps(_hf_dict(preset)))
-    assert GemmaConfig.from_hf(tmp_path) == preset
+def test_every_preset_has_a_published_source():
+    assert set(PUBLISHED) | {"gemma4-e2b"} == set(PRESETS)  # E2B: its hub file, below
+
+
+def test_transformers_defaults_are_the_models_they_describe():
+    """transformers' GemmaConfig() is google/gemma-7b (its docstring says so) and
+    Gemma2Config() carries google/gemma-2-2b's numbers: the same presets through their code."""
+    import transformers
+
+    assert GemmaConfig.from_hf(transformers.GemmaConfig().to_dict()) == PRESETS["gemma-7b"]
+    assert GemmaConfig.from_hf(transformers.Gemma2Config().to_dict()) == PRESETS["gemma2-2b"]
 
 
 def test_legacy_hf_fields():
