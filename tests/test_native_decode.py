@@ -8,6 +8,7 @@ import torch
 
 from opengemma.native_decode import NativeDecoder
 from opengemma.quantized_layers import quantize_model
+from tests.native import built_kernels
 from tests.tiny import build_reference, family_config, ours_from_dir, random_ids, save_reference
 
 CASES = {
@@ -22,6 +23,7 @@ def quantized(case, tmp_path, **build):
     family, overrides = CASES[case]
     save_reference(build_reference(family_config(family, **overrides), **build), tmp_path)
     model = quantize_model(ours_from_dir(tmp_path))
+    built_kernels()  # without them create() gives None and nothing native would be tested
     decoder = NativeDecoder.create(model)
     assert decoder is not None
     return model, decoder

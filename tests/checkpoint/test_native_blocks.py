@@ -14,8 +14,8 @@ from gguf.quants import dequantize, quantize
 import opengemma.checkpoint.gguf_reader as gguf_reader
 from opengemma.checkpoint.errors import CheckpointError
 from opengemma.checkpoint.gguf_reader import GGUFFile
-from opengemma.kernels import native
 from opengemma.quantized_layers import dequantize_q8_0
+from tests.native import built_kernels
 
 Q = GGMLQuantizationType
 # native types -> byte offsets of the float16 fields (scales, mins) inside a block
@@ -75,13 +75,13 @@ def _reference(gf: GGUFFile, name: str) -> np.ndarray:
 
 
 def test_the_kernels_are_built():
-    assert native() is not None, "the native kernels must compile here (gcc with OpenMP)"
+    built_kernels()
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("qtype", NATIVE, ids=lambda t: t.name)
 def test_native_dequantize_is_bit_exact(blocks_file, qtype, threads):
-    lib = native()
+    lib = built_kernels()
     gf = GGUFFile(blocks_file[0])
     want = _reference(gf, qtype.name)
     out = np.full((ROWS, COLS), np.nan, dtype=np.float32)
@@ -97,7 +97,7 @@ def test_native_dequantize_is_bit_exact(blocks_file, qtype, threads):
 
 
 def test_unsupported_types_are_refused_by_the_kernels():
-    lib = native()
+    lib = built_kernels()
     src = np.zeros(1024, dtype=np.uint8)
     out = np.empty(256, dtype=np.float32)
     blocks = np.empty(8 * 34, dtype=np.uint8)
@@ -141,6 +141,7 @@ def test_load_q8_0_matches_the_reference(blocks_file, qtype):
 
 @pytest.mark.parametrize("qtype", NATIVE, ids=lambda t: t.name)
 def test_fallback_without_kernels_agrees(blocks_file, qtype, monkeypatch):
+    built_kernels()  # the first read runs the kernels, the second the numpy fallback
     path, stored = blocks_file
     gf = GGUFFile(path)
     fast = gf.load(qtype.name, torch.float32), gf.load_q8_0(qtype.name)
@@ -212,7 +213,7 @@ def test_f16_specials_keep_their_bits(tmp_path):
 @pytest.mark.parametrize("qtype", [Q.Q6_K, Q.Q5_0, Q.F16], ids=lambda t: t.name)
 def test_threads_split_large_tensors_identically(qtype):
     """Tensors large enough to be decoded by several threads give the reference's values."""
-    lib = native()
+    lib = built_kernels()
     rows, cols = 2048, 1280  # 2.6 M values: above the kernels' threading threshold
     block, size = GGML_QUANT_SIZES[qtype]
     raw = np.random.default_rng(5).integers(
