@@ -1,4 +1,4 @@
-"""`opengemma batch`: offline generation and safety scoring over JSONL records."""
+"""`opengemma batch`: offline generation, safety scoring and embedding over JSONL records."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
 Input = Annotated[Path, typer.Option("--input", "-i", help="JSONL records (one per line).")]
 Output = Annotated[Path, typer.Option("--output", "-o", help="Output folder (parts + manifest).")]
-Model = Annotated[str | None, typer.Option(help="Model path or id; default: the embedded one.")]
+Model = Annotated[str | None, typer.Option("--model", "-m", help="Model path; default: embedded.")]
 Engine = Annotated[str, typer.Option(help="local|ray")]
 Workers = Annotated[int, typer.Option(help="Ray actors, one model each.")]
 Threads = Annotated[int, typer.Option(help="Torch threads per worker.")]
@@ -87,3 +87,25 @@ def guard(
     _run(task="guard", input=input, output=output, model=model, policies=tuple(policy or ()),
          engine=engine, workers=workers, threads=threads, chunk_size=chunk_size,
          address=address, resume=resume, progress=progress)  # fmt: skip
+
+
+@app.command()
+def embed(
+    input: Input,
+    output: Output,
+    model: Model = None,
+    dimensions: Annotated[int | None, typer.Option(min=1, help="Matryoshka width.")] = None,
+    task: Annotated[str | None, typer.Option(help="Task prompt: query, document, ...")] = None,
+    pooling: Annotated[str | None, typer.Option(help="Causal decoders: mean|lasttoken.")] = None,
+    engine: Engine = "local",
+    workers: Workers = 1,
+    threads: Threads = 1,
+    chunk_size: ChunkSize = 64,
+    address: Address = None,
+    resume: Resume = False,
+    progress: ProgressOpt = None,
+) -> None:
+    """Embed every record's "text": {"id", "embedding": [...]} per line (float32 values)."""
+    _run(task="embed", input=input, output=output, model=model, dimensions=dimensions,
+         prompt=task, pooling=pooling, engine=engine, workers=workers, threads=threads,
+         chunk_size=chunk_size, address=address, resume=resume, progress=progress)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Offline batch jobs over a JSONL file of records: generation and safety scoring.
+"""Offline batch jobs over a JSONL file of records: generation, safety scoring, embedding.
 
 The input is cut into chunks of `chunk_size` records (byte ranges found by one streaming scan
 that also validates every line); each chunk becomes one output part `part-NNNNN.jsonl`,
@@ -7,8 +7,9 @@ exist and a retried chunk never duplicates a record. Output lines are keyed by t
 `id` (else its 0-based line number among records) and keep the input order within a part.
 
 A `Worker` holds one model: for generation, the continuous-batching `Engine` runs inside it and
-takes a whole chunk at once. The local engine runs one worker in this process; the Ray engine
-(`batch.ray_batch`) one per actor.
+takes a whole chunk at once; for embedding, an `Embedder` embeds the chunk batched by length
+(every row equals that text embedded alone). The local engine runs one worker in this
+process; the Ray engine (`batch.ray_batch`) one per actor.
 """
 
 from __future__ import annotations
@@ -35,13 +36,16 @@ class BatchError(OpenGemmaError):
 class BatchJob:
     """One `opengemma batch` run."""
 
-    task: str  # "generate" | "guard"
+    task: str  # "generate" | "guard" | "embed"
     input: Path
     output: Path  # a folder: part files + manifest.json
     model: str | None = None
     max_tokens: int = 64
     sampling: dict[str, Any] = field(default_factory=dict)  # defaults for every record
     policies: tuple[str, ...] = ()  # guard: policy names (default: the standard four)
+    dimensions: int | None = None  # embed: Matryoshka width (None: the model's)
+    prompt: str | None = None  # embed: task prompt name ("query", "document", ...)
+    pooling: str | None = None  # embed, causal decoders only: "mean" | "lasttoken"
     engine: str = "local"
     workers: int = 1
     threads: int = 1  # torch threads per worker
@@ -95,6 +99,10 @@ def _check(line: bytes, no: int, job: BatchJob) -> None:
         ok = isinstance(rec.get("prompt"), str) or isinstance(rec.get("messages"), list)
         if not ok:
             raise BatchError(f'{where}: a record needs "prompt" (a string) or "messages"')
+    elif job.task == "embed":
+        text = rec.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise BatchError(f'{where}: a record needs "text" (a non-empty string)')
     elif not isinstance(rec.get("prompt"), str):
         raise BatchError(f'{where}: a record needs "prompt" (and may have "response")')
 
@@ -125,6 +133,13 @@ class Worker:
 
             self.classifier = SafetyClassifier.load(job.model)
             self.lm = self.classifier.lm
+        elif job.task == "embed":
+            from opengemma.embed import Embedder
+
+            self.lm = opengemma.load(job.model, threads=job.threads)
+            self.embedder = Embedder(self.lm, pooling=job.pooling)
+            self.embedder.check_dimensions(job.dimensions, "--dimensions")
+            self.embedder.prompt(job.prompt)  # an unknown task name fails here, not per chunk
         else:
             from opengemma.engine import Engine
 
@@ -139,7 +154,16 @@ class Worker:
     def run(self, records: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
         if self.job.task == "guard":
             return [self._score(rid, rec) for rid, rec in records]
+        if self.job.task == "embed":
+            return self._embed(records)
         return self._generate(records)
+
+    def _embed(self, records: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """One vector per record (float32, written with its shortest round-trip digits)."""
+        vectors = self.embedder.embed([rec["text"] for _, rec in records], self.job.dimensions,
+                                      self.job.prompt)  # fmt: skip
+        return [{"id": rid, "embedding": [float(str(v)) for v in row]}
+                for (rid, _), row in zip(records, vectors, strict=True)]  # fmt: skip
 
     def _score(self, rid: Any, rec: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -198,7 +222,7 @@ class Worker:
         return out
 
     def close(self) -> None:
-        if self.job.task != "guard":
+        if self.job.task == "generate":
             self.engine.shutdown()
 
 

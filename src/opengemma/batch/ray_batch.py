@@ -28,7 +28,7 @@ class ChunkActor:
 
 def run_on_ray(job: BatchJob, chunks: list[Chunk]) -> Iterator[int]:
     """Records done per finished chunk, as chunks finish."""
-    from opengemma.data.ray_pipeline import connect
+    from opengemma.data.ray_pipeline import connect, ray_error
 
     try:
         ray, owns = connect(job.address, job.workers * job.threads)
@@ -44,8 +44,11 @@ def run_on_ray(job: BatchJob, chunks: list[Chunk]) -> Iterator[int]:
         ds = ds.map_batches(ChunkActor, fn_constructor_kwargs={"job": job}, batch_size=1,
                             batch_format="numpy", num_cpus=job.threads,
                             concurrency=job.workers)  # fmt: skip
-        for row in ds.iter_rows():
-            yield int(row["records"])
+        try:
+            for row in ds.iter_rows():
+                yield int(row["records"])
+        except Exception as exc:  # a worker's error, or Ray's: one of ours, saying what to do
+            raise ray_error(exc, BatchError, "parts") from None
     finally:
         if owns:
             ray.shutdown()

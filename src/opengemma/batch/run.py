@@ -16,7 +16,8 @@ def _fingerprint(job: BatchJob) -> str:
     st = job.input.stat()
     fields = {"task": job.task, "input": [str(job.input.resolve()), st.st_size, st.st_mtime_ns],
               "model": job.model, "max_tokens": job.max_tokens, "sampling": job.sampling,
-              "policies": list(job.policies), "chunk_size": job.chunk_size}  # fmt: skip
+              "policies": list(job.policies), "chunk_size": job.chunk_size,
+              "embed": [job.dimensions, job.prompt, job.pooling]}  # fmt: skip
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 

@@ -70,8 +70,9 @@ def connect(address: str | None, workers: int) -> tuple[Any, bool]:
     return ray, True
 
 
-def ray_error(exc: BaseException) -> OpenGemmaError:
-    """Our own error inside a failed Ray task, else a ScrubError saying what to do."""
+def ray_error(exc: BaseException, error: type[OpenGemmaError] = ScrubError,
+              kept: str = "shards") -> OpenGemmaError:  # fmt: skip
+    """Our own error inside a failed Ray task, else an `error` saying what to do."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
@@ -81,9 +82,9 @@ def ray_error(exc: BaseException) -> OpenGemmaError:
         inner = getattr(cur, "cause", None)
         cur = inner if isinstance(inner, BaseException) else (cur.__cause__ or cur.__context__)
     first = str(exc).strip().splitlines()
-    return ScrubError(
+    return error(
         f"a Ray task failed ({type(exc).__name__}: {first[-1] if first else ''}); "
-        "the finished shards are kept: rerun with --resume"
+        f"the finished {kept} are kept: rerun with --resume"
     )
 
 
