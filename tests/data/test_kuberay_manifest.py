@@ -1,5 +1,5 @@
-"""deploy/gke/rayjob-data.yaml, statically: the pod templates and the volume claim against the
-Kubernetes schemas, the RayJob's fields against KubeRay's ray.io/v1 API, the image against
+"""deploy/gke/ray/rayjob-data.yaml, statically: the pod templates and the volume claim against
+the Kubernetes schemas, the RayJob's fields against KubeRay's ray.io/v1 API, the image against
 deploy/Dockerfile.ray, and every command of the entrypoint parsed by the real opengemma CLI."""
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ WORKER_SPEC = {"groupName", "replicas", "minReplicas", "maxReplicas", "idleTimeo
 
 
 def _docs() -> dict[str, dict]:
-    docs = [d for d in yaml.safe_load_all((DEPLOY / "gke" / "rayjob-data.yaml").read_text()) if d]
+    text = (DEPLOY / "gke" / "ray" / "rayjob-data.yaml").read_text()
+    docs = [d for d in yaml.safe_load_all(text) if d]
     return {d["kind"]: d for d in docs}
 
 
