@@ -10,6 +10,7 @@ variant the CPU can run, looking in order in
   2. the cache ~/.cache/opengemma/kernels (or $OPENGEMMA_CACHE/kernels), compiling it there on
      first use when a C compiler is present; the file name carries a hash of the variant,
      flags, compiler and sources, so a shared cache never hands one CPU's build to another.
+Without a compiler or a writable cache, `native()` is None and `kernel_info()` says why.
 A library is only ever loaded after its manifest says the CPU has every feature it needs.
 $OPENGEMMA_KERNEL=NAME asks for one variant (refused when the CPU lacks its features),
 $OPENGEMMA_NO_NATIVE=1 turns the kernels off; then callers use the (slower) PyTorch paths.
@@ -94,18 +95,20 @@ def _load() -> tuple[ctypes.CDLL | None, dict]:
     features = cpu_features()
     wanted = os.environ.get("OPENGEMMA_KERNEL")
     candidates = [_build.BY_NAME.get(wanted)] if wanted else _build.runnable(features)
-    errors = []
+    errors: dict[str, list[str]] = {}  # reason -> the variants it stopped
     for variant in candidates:
         if variant is None or variant not in _build.runnable(features):
-            errors.append(f"OPENGEMMA_KERNEL={wanted} cannot run on this CPU")
+            errors.setdefault(f"OPENGEMMA_KERNEL={wanted} cannot run on this CPU", [])
             continue
         try:
             path, source = _locate(variant, compile_missing=True)
             return _bind(path, variant), {"variant": variant.name, "path": str(path),
                                           "source": source}  # fmt: skip
         except (OSError, subprocess.SubprocessError) as exc:
-            errors.append(f"{variant.name}: {getattr(exc, 'stderr', '') or exc}")
-    return None, {"variant": None, "reason": "; ".join(errors) or "no variant for this CPU"}
+            reason = str(getattr(exc, "stderr", "") or exc).strip()
+            errors.setdefault(reason, []).append(variant.name)
+    reasons = [f"{', '.join(names)}: {why}" if names else why for why, names in errors.items()]
+    return None, {"variant": None, "reason": "; ".join(reasons) or "no variant for this CPU"}
 
 
 def native() -> ctypes.CDLL | None:
@@ -139,6 +142,8 @@ SIGNATURES = {  # C function -> (return type, argument types)
     "q8_0_gather": (None, [_vp, _vp, _vp, _lg, _lg]),
     "q8_0_gemv": (None, [_vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
     "q8_0_linear": (None, [_vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
+    "qb_gemv": (_it, [_it, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),  # Q8_0, Q5_0, Q4_0
+    "qb_linear": (_it, [_it, _vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),
     # gguf_blocks.c: GGUF block decoding to float32 / to Q8_0 blocks; 0, or -1 = not native
     "gguf_dequantize": (_it, [_it, _vp, _lg, _lg, _vp, _it]),
     "gguf_to_q8_0": (_it, [_it, _vp, _lg, _lg, _vp, _it]),

@@ -16,10 +16,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from opengemma.atomic import AtomicPath, write_atomic
 from opengemma.kernels.cpu import machine
 
 SOURCE_DIR = Path(__file__).parent
@@ -74,9 +74,22 @@ def sources_hash() -> str:
     return digest.hexdigest()
 
 
+INSTALL_HINT = "install one (Debian/Ubuntu: apt-get install gcc) or point CC at one"
+
+
 def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc") or shutil.which(
         "clang")  # fmt: skip
+
+
+def _check_compiler(cc: str | None) -> str:
+    """`cc` when it names a program that runs; else OSError saying how to get one."""
+    if cc is None:
+        raise OSError(f"no C compiler found (gcc, cc or clang on PATH, or $CC): {INSTALL_HINT}")
+    if shutil.which(cc) is None:
+        origin = " ($CC)" if os.environ.get("CC") == cc else ""
+        raise OSError(f"the C compiler {cc}{origin} is not found or cannot run: {INSTALL_HINT}")
+    return cc
 
 
 def compiler_id(cc: str) -> str:
@@ -109,33 +122,36 @@ def _run_compiler(cmd: list[str]) -> None:
 def build(variant: Variant, directory: Path, cc: str | None = None) -> Path:
     """Compile `variant` into `directory` (atomically, with its manifest); returns the library.
 
-    Raises OSError without a compiler, subprocess.CalledProcessError when compilation fails."""
-    cc = cc or compiler()
-    if cc is None:
-        raise OSError("no C compiler found (install gcc or clang, or set CC)")
+    Raises OSError without a compiler or a writable `directory`, subprocess.CalledProcessError
+    when compilation fails. Processes building the same variant at once each write whole files
+    under temporary names and rename them into place: the library and its manifest appear whole,
+    and a process only ever loads a complete library."""
+    cc = _check_compiler(cc or compiler())
     cc_id = compiler_id(cc)
     key = cache_key(variant, cc_id)
     target = Path(directory) / library_name(variant, key)
-    target.parent.mkdir(parents=True, exist_ok=True)
     flags = [*COMMON_FLAGS, *variant_flags(variant), f'-DOG_VARIANT="{variant.name}"']
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        base = [cc, *flags, *map(str, SOURCES), "-o", str(out), "-lm"]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out = AtomicPath(target)  # removed on any failure below
+    except OSError as exc:
+        raise OSError(f"cannot write kernels into {target.parent} ({exc.strerror or exc}): set "
+                      "OPENGEMMA_CACHE to a writable folder") from exc  # fmt: skip
+    with out as tmp:
+        base = [cc, *flags, *map(str, SOURCES), "-o", str(tmp), "-lm"]
         try:
             _run_compiler([*base[:1], "-fopenmp", *base[1:]])
             openmp = True
         except subprocess.CalledProcessError:  # e.g. Apple clang: no OpenMP; one thread
             _run_compiler(base)
             openmp = False
-        manifest = {
-            "variant": variant.name, "requires": sorted(variant.requires), "arch": machine(),
-            "flags": [*flags, *(["-fopenmp"] if openmp else [])], "compiler": cc_id,
-            "sources": sources_hash(), "library": target.name,
-        }  # fmt: skip
-        meta = Path(tmp) / (target.stem + ".json")
-        meta.write_text(json.dumps(manifest, indent=1) + "\n")
-        os.replace(out, target)  # atomic: a concurrent process sees all or nothing
-        os.replace(meta, target.with_suffix(".json"))
+    manifest = {
+        "variant": variant.name, "requires": sorted(variant.requires), "arch": machine(),
+        "flags": [*flags, *(["-fopenmp"] if openmp else [])], "compiler": cc_id,
+        "sources": sources_hash(), "library": target.name,
+    }  # fmt: skip
+    # the manifest last: a loader takes a library only through its manifest
+    write_atomic(target.with_suffix(".json"), json.dumps(manifest, indent=1) + "\n")
     return target
 
 
