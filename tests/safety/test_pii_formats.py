@@ -170,3 +170,91 @@ def test_stop_list_covers_categories():
     for word in ("Naam", "Voornaam", "Apellidos", "Meine", "Mittwoch", "Rechnungsnr", "Lager"):
         assert has_common_word(word), word
     assert not has_common_word("Joost Vermeulen")
+
+
+# ------------------------------------------------- Polish, Swedish, Turkish, Hindi, Arabic
+
+
+@pytest.mark.parametrize(
+    "text, type_, found",
+    [
+        ("Z poważaniem, Małgorzata Wiśniewska", "PERSON", ["Małgorzata Wiśniewska"]),
+        ("Pani Katarzyna Zielińska mieszka w Krakowie.", "PERSON", ["Katarzyna Zielińska"]),
+        ("Med vänliga hälsningar\nBjörn Andersson", "PERSON", ["Björn Andersson"]),
+        ("Sayın Ahmet Yılmaz, siparişiniz kargoya verildi.", "PERSON", ["Ahmet Yılmaz"]),
+        ("नमस्ते, मेरा नाम राहुल शर्मा है।", "PERSON", ["राहुल शर्मा"]),
+        ("السيدة فاطمة الزهراء، نرجو الاتصال بنا", "PERSON", ["فاطمة الزهراء"]),
+        ("Adres: ul. Marszałkowska 84/92 m. 15, 00-514 Warszawa", "STREET_ADDRESS",
+         ["ul. Marszałkowska 84/92 m. 15, 00-514 Warszawa"]),
+        ("Adress: Drottninggatan 53, 111 21 Stockholm", "STREET_ADDRESS",
+         ["Drottninggatan 53, 111 21 Stockholm"]),
+        ("Adres: Bağdat Caddesi No: 145 D: 7, 34710 Kadıköy/İstanbul", "STREET_ADDRESS",
+         ["Bağdat Caddesi No: 145 D: 7, 34710 Kadıköy/İstanbul"]),
+        ("Deliver to Flat 12, MG Road, Bengaluru 560001.", "STREET_ADDRESS",
+         ["Flat 12, MG Road, Bengaluru 560001"]),
+        ("पता: मकान नं. 12, गांधी नगर, जयपुर 302015", "STREET_ADDRESS",
+         ["मकान नं. 12, गांधी नगर, जयपुर 302015"]),
+        ("العنوان: شارع الملك فهد، حي العليا، الرياض 12211", "STREET_ADDRESS",
+         ["شارع الملك فهد، حي العليا، الرياض 12211"]),
+        ("Zadzwoń: 22 123 45 67", "PHONE", ["22 123 45 67"]),
+        ("Cep: 0532 123 45 67", "PHONE", ["0532 123 45 67"]),
+        ("للتواصل واتساب 0501234567", "PHONE", ["0501234567"]),
+        ("Data urodzenia: 12.03.1985", "DATE_OF_BIRTH", ["12.03.1985"]),
+        ("Doğum tarihi: 5 Kasım 1990", "DATE_OF_BIRTH", ["5 Kasım 1990"]),
+        ("تاريخ الميلاد: 1988-07-15", "DATE_OF_BIRTH", ["1988-07-15"]),
+        ("Numer konta: 61 1090 1014 0000 0712 1981 2874", "IBAN",
+         ["61 1090 1014 0000 0712 1981 2874"]),
+    ],
+)  # fmt: skip
+def test_more_languages(rules, text, type_, found):
+    assert values(rules, text, type_) == found
+
+
+@pytest.mark.parametrize(
+    "text", ["PESEL: 85031212345", "Personnummer 19850312-1234", "TC Kimlik No: 12345678901"]
+)
+def test_national_ids_are_not_phones(rules, text):
+    assert values(rules, text, "PHONE") == []
+
+
+# ------------------------------------------------------------ e-mail and secrets
+
+
+@pytest.mark.parametrize(
+    "text, email",
+    [
+        ("Kontakt: jürgen.müller@beispiel.de", "jürgen.müller@beispiel.de"),
+        ("E-Mail: anna.schmidt(at)firma.de", "anna.schmidt(at)firma.de"),
+        ("邮箱：zhang.wei@example.cn。", "zhang.wei@example.cn"),
+    ],
+)
+def test_email_forms(rules, text, email):
+    assert values(rules, text, "EMAIL") == [email]
+
+
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("DB_PASSWORD=s3cr3tP@ss", "s3cr3tP@ss"),
+        ('"password": "Sommer2024!"', "Sommer2024!"),
+        ("passwort: Geheim!2023", "Geheim!2023"),
+        ('password = os.environ["DB_PASSWORD"]', None),
+        ("password: ${DB_PASS}", None),
+        ("The password must be at least 8 characters.", None),
+        ("pass: settings.DB_PASSWORD", None),
+        ("PASSWORD=changeme123", None),
+    ],
+)
+def test_passwords_assigned_in_configs(rules, text, secret):
+    assert values(rules, text, "SECRET") == ([secret] if secret else [])
+
+
+def test_private_key_mentions_and_templates_are_not_keys(rules):
+    body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj"
+    real = f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----"
+    assert values(rules, f"key = '''{real}'''", "PRIVATE_KEY") == [real]
+    for text in (
+        "Keys start with -----BEGIN PRIVATE KEY----- and end with -----END PRIVATE KEY-----.",
+        "-----BEGIN RSA PRIVATE KEY-----\n<your private key here>\n-----END RSA PRIVATE KEY-----",
+    ):
+        assert values(rules, text, "PRIVATE_KEY") == []

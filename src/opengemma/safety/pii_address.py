@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-from opengemma.safety.pii_base import Finding, RuleDetector
+from opengemma.safety.pii_base import UPPER, Finding, RuleDetector
+from opengemma.safety.pii_scripts import script_addresses
 
 # Street types: USPS Publication 28 suffixes (abridged) and common British street words.
 _EN_SUFFIX = (
@@ -29,10 +30,10 @@ _EN_SUFFIX = (
     "Turnpike|Underpass|Union|Valley|Viaduct|View|Village|Ville|Vista|Walk|Wall|Way|Well|Wharf|"
     "Marg|Nagar|Chowk"
 )
-_CAP = r"(?:[A-ZÀ-ÖØ-Þ][\w'’.-]*|\d{1,3}(?:st|nd|rd|th))"
-_WORD = r"[A-ZÀ-ÖØ-Þ][\w'’.-]*"
+_CAP = rf"(?:[{UPPER}][\w'’.-]*|\d{{1,3}}(?:st|nd|rd|th))"
+_WORD = rf"[{UPPER}][\w'’.-]*"
 _PARTICLES = r"(?:am|an|der|den|de|del|la|le|les|sur|sous|di|do|da|das|dos|im|in|upon|on|en|aan)"
-_CITY = rf"{_WORD}(?:[ \t]+(?:{_PARTICLES}[ \t]+){{0,2}}{_WORD}){{0,3}}"
+_CITY = rf"{_WORD}(?:[ \t]+(?:{_PARTICLES}[ \t]+){{0,2}}{_WORD}){{0,3}}(?:[ \t]*/[ \t]*{_WORD})?"
 _SEP = r"(?:[ \t]*,[ \t]*(?:\n[ \t]*)?|[ \t]*\n[ \t]*|[ \t]+-[ \t]+|[ \t]+in[ \t]+(?=\d))"
 _UNIT = (
     r"(?i:apt\.?|apartment|apto\.?|suite|ste\.?|unit|flat|floor|fl\.?|room|rm\.?|piso|puerta"
@@ -40,14 +41,17 @@ _UNIT = (
     r"(?i:izq|izda|dcha|der|dto|esq|frente|fte)\.?)?|\#[ \t]?\d+"
 )
 # Postcodes by the form they are written in, checked by `postcode_ok`.
-_POST_BEFORE_CITY = r"(?:[1-9]\d{3}[ \t]?[A-Z]{2}|\d{5}-\d{3}|\d{4}-\d{3}|\d{5}|\d{4})"
+_POST_BEFORE_CITY = (
+    r"(?:[1-9]\d{3}[ \t]?[A-Z]{2}|\d{5}-\d{3}|\d{4}-\d{3}|\d{2}-\d{3}|[1-8]\d{5}|\d{5}"
+    r"|[1-9]\d{2}[ \t]\d{2}|\d{4})"
+)
 _US_STATE = r"(?:[A-Z]{2})"
 _UK_POST = r"(?:[A-Z]{1,2}\d[A-Z\d]?[ \t]*\d[A-Z]{2})"
 _POSTSEG = (
     rf"(?:{_POST_BEFORE_CITY}[ \t]+{_CITY}"
     rf"|{_CITY},?[ \t]+(?:{_US_STATE}[ \t]+\d{{5}}(?:-\d{{4}})?|{_UK_POST}|{_POST_BEFORE_CITY})"
     rf"|{_CITY}(?:[ \t]+-[ \t]+|[ \t]*/[ \t]*)[A-Z]{{2}},?[ \t]+(?:CEP:?[ \t]*)?\d{{5}}-\d{{3}}"
-    r"|CEP:?[ \t]*\d{5}-?\d{3})"
+    r"|CEP:?[ \t]*\d{5}-?\d{3}|[1-8]\d{5}(?!\d))"
 )
 _CITY_SEG = rf"{_CITY}(?:[ \t]*/[ \t]*[A-Z]{{2}})?"  # São Paulo/SP
 _TAIL = re.compile(rf"(?:{_SEP}(?:{_UNIT}))?(?:{_SEP}{_CITY_SEG}){{0,2}}?{_SEP}(?:{_POSTSEG})\b")
@@ -61,9 +65,18 @@ _STREETS = (
     rf"\b(?:Flat|Studio|Apartment|Unit|Suite)[ \t]+\d{{1,5}}[A-Za-z]?,?\s+"
     rf"(?:{_CAP}[ \t]+){{1,3}}?(?:{_EN_SUFFIX})s?\b",
     # Hauptstraße 5 / Goethestr. 7 / Kerkstraat 12a / Agnes-Wesack-Straße 26-83
-    rf"\b(?:{_CAP}[ -]){{0,3}}[A-ZÀ-Þ][\w'-]*?(?i:stra(?:ß|ss)e|str\.|weg|gasse|platz|allee"
+    rf"\b(?:{_CAP}[ -]){{0,3}}[{UPPER}][\w'-]*?(?i:stra(?:ß|ss)e|str\.|weg|gasse|platz|allee"
     r"|ring|damm|ufer|chaussee|steig|pfad|straat|laan|plein|gracht|kade|singel|dreef"
-    r"|baan|hof|dijk|markt|steeg|boulevard|park)[ \t]+\d{1,5}[a-z]?(?:[-/]\d{1,4}[a-z]?)?\b",
+    r"|baan|hof|dijk|markt|steeg|boulevard|park|gatan|vägen|gränd|torget|stigen|backen|allén"
+    r"|leden|gata|gate|gaten|gade|vej|veien|vegen|torv)[ \t]+\d{1,5}[a-zA-Z]?"
+    r"(?:[-/]\d{1,4}[a-z]?)?\b",
+    # ul. Marszałkowska 84/92 m. 15 (PL)
+    rf"\b(?:ul\.|ulica|al\.|aleja|Aleje|pl\.|plac|os\.|osiedle)[ \t]+{_CAP}(?:[ \t]+{_CAP}){{0,3}}"
+    r"[ \t]+\d{1,5}[a-zA-Z]?(?:/\d{1,4}[a-zA-Z]?)?(?:[ \t]+(?:m\.|lok\.)[ \t]*\d{1,4})?",
+    # Şişli Mah. Halaskargazi Cad. No:15 D: 4 (TR)
+    rf"\b(?:(?:{_CAP}[ \t]+){{1,3}}(?:Mahallesi|Mah\.|Mh\.)[ \t,]+)?(?:{_CAP}[ \t]+){{1,3}}"
+    r"(?:Caddesi|Cad\.|Cd\.|Sokağı|Sokak|Sok\.|Sk\.|Bulvarı|Blv\.|Bulvar)[ \t,]*No[:.]?[ \t]*"
+    r"\d{1,5}(?:/\d{1,4})?[A-Z]?(?:[ \t,]*(?:D|Daire|Kat)[:.]?[ \t]*\d{1,4})*",
     # 23, rue Victoire Perrier / 12 bis, avenue de la République
     r"(?:\b\d{1,5}(?:\s?(?:bis|ter))?,?[ \t]+(?:rue|avenue|av\.|boulevard|bd|chemin|place"
     r"|impasse|all[ée]e|quai|route|cours|passage|square)|\b(?:rue|avenue|boulevard|chemin"
@@ -86,7 +99,7 @@ _BARE = re.compile(
     r"|Apdo\.?|Casella Postale|Caixa Postal|C\.P\.|B\.P\.|BP|Boîte Postale|Postboks|Box)"
     r"[ \t]+\d{1,6}(?:[ \t]\d{2}){0,3}\b"
     r"|\b(?:(?:Am|An der|An den|Auf der|Auf dem|Im|In der|Zum|Zur|Unter den)[ \t]+)?"
-    rf"[A-ZÀ-ÖØ-Þ][\w'’-]+(?:[ \t]+{_CAP}){{0,2}}[ \t]+\d{{1,4}}[a-zA-Z]?(?:[-/]\d{{1,4}})?\b"
+    rf"[{UPPER}][\w'’-]+(?:[ \t]+{_CAP}){{0,2}}[ \t]+\d{{1,4}}[a-zA-Z]?(?:[-/]\d{{1,4}})?\b"
 )
 _MILITARY = re.compile(
     rf"\b(?:(?:PSC|CMR|Unit)[ \t]+\d{{1,5}}(?:{_SEP}|[ \t]+)Box[ \t]+\d{{1,5}}"
@@ -136,6 +149,12 @@ def postcode_ok(code: str, state: str | None = None) -> bool:
         return code[:5] != "00000" and (state is None or state in _US_STATES)
     if re.fullmatch(r"\d{4}", code):
         return code[0] != "0"
+    if re.fullmatch(r"\d{2}-\d{3}", code):  # PL
+        return True
+    if re.fullmatch(r"\d{3}[ \t]\d{2}", code):  # SE
+        return code[0] != "0"
+    if re.fullmatch(r"\d{6}", code):  # IN PIN: zones 1-8
+        return code[0] in "12345678"
     m = re.fullmatch(r"([A-Z]{1,2})\d[A-Z\d]?[ \t]*\d([A-Z]{2})", code)
     return bool(m) and not set(m[2]) & set("CIKMOV") and m[1][0] not in "QVX"
 
@@ -169,6 +188,7 @@ class StreetAddressDetector(RuleDetector):
                 end = self._extend(text, m.end())
                 if end > m.end() or not needs_tail:
                     out.append(self._hit(m.start(), end, 0.8 if end > m.end() else 0.7))
+        out += [self._hit(s, e, 0.7) for s, e in script_addresses(text)]
         for pattern in (_MILITARY, _JP, _KO):
             out += [self._hit(m.start(), m.end(), 0.8) for m in pattern.finditer(text)]
         for m in _ZH.finditer(text):

@@ -29,6 +29,12 @@ PRIORITY: dict[str, int] = {t: len(TYPES) - i for i, t in enumerate((
 ))}  # fmt: skip
 
 
+# Letter classes for regular expressions over the Latin scripts (Latin-1 and Latin Extended-A:
+# Polish Ł/ś, Turkish Ş/İ/ı, Czech Č, Romanian Ţ...): upper-case letters, and letters of any case.
+UPPER = "A-ZÀ-ÖØ-Þ" + "".join(c for c in map(chr, range(0x100, 0x180)) if c.isupper())
+LOWER = "a-zß-öø-ÿ\u0100-\u017f"
+
+
 class PIIError(OpenGemmaError, ValueError):
     """A detector was asked for an unknown type, or its model is not installed."""
 

@@ -17,10 +17,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from opengemma.safety.pii_base import Finding, RuleDetector
+from opengemma.safety.pii_base import LOWER, UPPER, Finding, RuleDetector
+from opengemma.safety.pii_scripts import script_names
 
 _PARTICLE = r"(?:van|der|den|de|del|della|di|da|do|dos|das|du|von|zu|la|le|y|e|bin|ibn|al|ten|ter)"
-_NAME_TOKEN = r"[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’]+(?:-[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’]+)?"
+_NAME_TOKEN = rf"[{UPPER}][{LOWER}'’]+(?:-[{UPPER}][{LOWER}'’]+)?"
 _SURNAMES = rf"(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}){{1,3}}"
 _NAME = rf"{_NAME_TOKEN}(?:{_SURNAMES})?"
 _GREETING = (
@@ -29,17 +30,20 @@ _GREETING = (
     r"|Buongiorno|Sehr geehrte[rn]?|Madame|Monsieur|Exm[oa]\.?|Thanks|Thank you|Gracias|Merci"
     r"|Danke|Grazie|Obrigad[oa]|Bedankt|Goedemorgen|Guten Morgen|Guten Tag|Moin|Servus|Buenos días"
     r"|Buenas tardes|Bom dia|Boa tarde|Salve|Egregi[oa]|Spettabile|Cher|Chère|Hoi"
+    r"|Szanown[ya]|Szanowni|Drog[ia]|Dzień dobry|Witam|Cześć|Hej|Hejsan|Kära|Bästa|Sayın"
+    r"|Merhaba|Sevgili|Değerli|Namaste|Namaskar"
 )
 _TITLE = (
     r"Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Herr|Herrn|Frau|Mme|Mlle|M\.|Madame|Monsieur|Mademoiselle"
     r"|Sr|Sra|Srta|Señor|Señora|Senhor|Senhora|Sig|Sig\.ra|Signora|Signor|Dott|Dott\.ssa|Ing"
     r"|Avv|Dhr|Mevr|Mw|Mevrouw|Meneer|de heer|Don|Doña|Dona|SGT|Sgt|PFC|Cpl|Capt|Lt|Col|Maj"
-    r"|Familie|Fam|Dipl\.-Ing|Maître"
+    r"|Familie|Fam|Dipl\.-Ing|Maître|Pan|Pani|Panie|Panu|Pana|Shri|Shrimati|Smt|Sri|Kumari"
 )
 _INTRO = (
     r"[Mm]y name is|[Nn]ame is|I'm|I am|i'm|[Tt]his is|[Jj]e suis|[Jj]e m'appelle|c'est"
     r"|[Ii]ch bin|[Ii]ch heiße|[Mm]e llamo|[Ss]oy|[Mm]i chiamo|[Ss]ono|[Ss]ou|[Aa]qui é(?: [ao])?"
-    r"|[Ee]u sou|[Ii]k ben|[Mm]ijn naam is|[Ii]k heet"
+    r"|[Ee]u sou|[Ii]k ben|[Mm]ijn naam is|[Ii]k heet|[Nn]azywam się|[Mm]am na imię|[Jj]estem"
+    r"|[Jj]ag heter|[Jj]ag är|[Mm]itt namn är|[Bb]enim adım|[Aa]dım|[Mm]era naam"
 )
 _FIELD = (
     r"[Nn]ame|[Ff]ull[_ ]?[Nn]ame|Nom(?: complet)?|Prénom|Nombre(?: completo)?|Nome(?: e cognome)?"
@@ -53,6 +57,8 @@ _FIELD = (
     r"|Firmado|Assinado|Ondertekend|Getekend|Gezeichnet|Requested by|Assigned to|Owner|Reporter"
     r"|Mitarbeiter(?:in)?|Employee|Medewerker|Empleado|Dipendente|Funcionário|Arzt|Médecin"
     r"|Médico|Medico|Huisarts|Doctor|Tenant|Mieter(?:in)?|Locataire|Inquilino|Huurder|Signé"
+    r"|Imię(?: i nazwisko)?|Nazwisko|Odbiorca|Nadawca|Klient|Namn|Förnamn|Efternamn|Mottagare"
+    r"|Avsändare|Kund|Ad|Soyad|Ad[ıi]? Soyad[ıi]?|İsim|Alıcı|Gönderen|Müşteri|Yetkili"
 )
 _CLOSING = (
     r"Regards|Kind regards|Best regards|Warm regards|Best wishes|Best|Sincerely|Yours sincerely"
@@ -61,7 +67,10 @@ _CLOSING = (
     r"|Bien cordialement|Bien à vous|Salutations|Amitiés|Bisous|Atentamente|Saludos"
     r"|Un saludo|Un abrazo|Cordiales saludos|Cordiali saluti|Distinti saluti|Un saluto|Saluti"
     r"|Atenciosamente|Abraços|Abraço|Um abraço|Cumprimentos|Groeten|Met vriendelijke groet"
-    r"|Hartelijke groet|Groetjes|Vriendelijke groeten"
+    r"|Hartelijke groet|Groetjes|Vriendelijke groeten|Z poważaniem|Pozdrawiam|Pozdrowienia"
+    r"|Serdecznie pozdrawiam|Z wyrazami szacunku|Med vänliga hälsningar|Med vänlig hälsning"
+    r"|Vänliga hälsningar|Hälsningar|Mvh|Saygılarımla|Saygılar|Sevgiler|İyi çalışmalar"
+    r"|Warm wishes|Many thanks|With thanks|Respectfully|Thanks and regards|Regards and thanks"
 )
 _CUE = re.compile(
     rf"(?:\b(?:{_GREETING})[,:]?[ \t]+(?:(?:{_TITLE})\.?[ \t]+){{0,3}}"
@@ -83,6 +92,8 @@ _POSSESSIVE_SIGNATURE = re.compile(
     r"(?<!\w)(?:Deine|Dein|Eure|Euer|Your(?: friend)?|Votre|Ta|Tu|Tua|Teu|Tuo|Je)[ \t]*,?[ \t]+"
     rf"(?P<name>{_NAME})(?=[ \t]*(?:$|\n))"
 )
+# "Ahmet Bey", "Ayşe Hanım", "Rajesh ji": an honorific after the name.
+_HONORIFIC_AFTER = re.compile(rf"(?P<name>{_NAME})[ \t]+(?:Bey|Hanım|Hanim|Efendi|ji|Ji)\b")
 _LEXICON_NAME = re.compile(rf"\b(?P<first>{_NAME_TOKEN})(?P<rest>{_SURNAMES})")
 _SPEAKER = re.compile(rf"(?m)^[ \t]*(?:\[[^\]\n]*\][ \t]*)?(?P<first>{_NAME_TOKEN}):")
 _FIELD_SEP = re.compile(
@@ -148,7 +159,12 @@ COMMON_WORDS = frozenset(
     "Magasin Entrepôt Réception Ventes Empresa Almacén Tienda Envío Paquete Departamento Ventas "
     "Azienda Magazzino Negozio Spedizione Pacco Ufficio Modulo Reparto Vendite Armazém Loja "
     "Entrega Nota Fiscal Boleto Recibo Contrato Setor Bedrijf Magazijn Winkel Levering Pakket "
-    "Afdeling Klantenservice Verkoop Everyone Paris".split()
+    "Afdeling Klantenservice Verkoop Everyone Paris "
+    # Polish, Swedish and Turkish greetings, titles, possessives and labels
+    "Szanowny Szanowna Szanowni Panie Pani Pan Państwo Dzień Dobry Witam Cześć Pozdrawiam Mój "
+    "Moja Moje Twój Nasz Adres Ulica Miasto Hej Hälsningar Vänliga Mitt Min Mina Din Vår Adress "
+    "Gatan Sayın Merhaba Saygılarımla Bey Hanım Benim Senin Bizim Adres Sokak Cadde Mahalle "
+    "Sipariş Kargo Fatura".split()
 )
 # Endings of abstract and compound nouns that no personal name has (German -heit/-ung...,
 # Romance -tion/-ción, abbreviations such as Rechnungsnr).
@@ -209,10 +225,11 @@ class NameRuleDetector(RuleDetector):
     def find(self, text: str, field: str) -> list[Finding]:
         out = [
             self._hit(m.start("name"), m.end("name"), 0.75)
-            for pattern in (_CUE, _SIGNATURE, _INLINE_SIGNATURE)
+            for pattern in (_CUE, _SIGNATURE, _INLINE_SIGNATURE, _HONORIFIC_AFTER)
             for m in pattern.finditer(text)
             if not has_common_word(m.group("name"))
         ]
+        out += [self._hit(s, e, 0.7) for s, e in script_names(text)]
         out += [
             self._hit(m.start("name"), m.end("name"), 0.7)
             for m in _POSSESSIVE_SIGNATURE.finditer(text)

@@ -25,15 +25,24 @@ def luhn_ok(digits: str) -> bool:
 
 class EmailDetector(RuleDetector):
     name, types = "email", frozenset({"EMAIL"})
+    _L = "A-Za-z0-9À-ÖØ-öø-ÿ\u0100-\u017f"  # Latin letters: müller@beispiel.de
     _re = re.compile(
-        r"(?<![A-Za-z0-9_.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
-        r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9_-])"
+        rf"(?<![{_L}_.%+-])[{_L}][{_L}._%+-]{{0,63}}@"
+        rf"(?:[{_L}](?:[{_L}-]{{0,61}}[{_L}])?\.)+[A-Za-z]{{2,24}}(?![{_L}_-])"
+    )
+    # anna.schmidt(at)firma.de / jan [at] example [dot] org
+    _obfuscated = re.compile(
+        r"(?<![\w.%+-])[A-Za-z0-9][\w.%+-]{0,63}[ \t]?[\[(]at[\])][ \t]?"
+        r"(?:[A-Za-z0-9-]+(?:[ \t]?[\[(]dot[\])][ \t]?|\.))+[A-Za-z]{2,24}\b"
     )
 
     def find(self, text: str, field: str) -> list[Finding]:
-        if "@" not in text:
-            return []
-        return [self._hit(m.start(), m.end(), 0.99) for m in self._re.finditer(text)]
+        out = []
+        if "@" in text:
+            out += [self._hit(m.start(), m.end(), 0.99) for m in self._re.finditer(text)]
+        if "at)" in text or "at]" in text:
+            out += [self._hit(m.start(), m.end(), 0.8) for m in self._obfuscated.finditer(text)]
+        return out
 
 
 class CreditCardDetector(RuleDetector):
@@ -90,20 +99,25 @@ def iban_ok(iban: str) -> bool:
 
 class IbanDetector(RuleDetector):
     name, types = "iban", frozenset({"IBAN"})
-    _re = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}")
+    _re = re.compile(r"(?<![A-Za-z0-9])(?:[A-Z]{2}|[a-z]{2})\d{2}(?:[ -]?[A-Za-z0-9]){11,30}")
+    # Polish NRB: the PL IBAN without its country code (2 check digits + 24), same mod-97 check
+    _nrb = re.compile(r"(?<![\w-])\d{2}(?:[ -]?\d{4}){6}(?![\w-])")
 
     def find(self, text: str, field: str) -> list[Finding]:
         out = []
         for m in self._re.finditer(text):
-            want = IBAN_LENGTHS.get(m.group()[:2])
-            pos = [m.start() + i for i, c in enumerate(m.group()) if c != " "]
+            want = IBAN_LENGTHS.get(m.group()[:2].upper())
+            pos = [m.start() + i for i, c in enumerate(m.group()) if c not in " -"]
             if want is None or len(pos) < want:
                 continue
             end = pos[want - 1] + 1
             if end < len(text) and text[end].isalnum():
                 continue
-            if iban_ok("".join(text[p] for p in pos[:want])):
+            if iban_ok("".join(text[p] for p in pos[:want]).upper()):
                 out.append(self._hit(m.start(), end, 0.99))
+        for m in self._nrb.finditer(text) if len(text) >= 26 else ():
+            if iban_ok("PL" + re.sub(r"\D", "", m.group())):
+                out.append(self._hit(m.start(), m.end(), 0.9))
         return out
 
 
@@ -169,6 +183,11 @@ _MONTHS_EU = (
     r"|junio|julio|agosto|septiembre|octubre|noviembre|diciembre|gennaio|febbraio|aprile"
     r"|maggio|giugno|luglio|settembre|ottobre|dicembre|janeiro|fevereiro|março|maio|junho"
     r"|julho|setembro|outubro|dezembro|januari|februari|maart|mei|augustus"
+    r"|stycznia|lutego|marca|kwietnia|maja|czerwca|lipca|sierpnia|września|października"
+    r"|listopada|grudnia|mars|maj|augusti|ocak|şubat|mart|nisan|mayıs|haziran|temmuz|ağustos"
+    r"|eylül|ekim|kasım|aralık|जनवरी|फ़रवरी|फरवरी|मार्च|अप्रैल|मई|जून|जुलाई|अगस्त|सितंबर|सितम्बर"
+    r"|अक्टूबर|नवंबर|नवम्बर|दिसंबर|दिसम्बर|يناير|فبراير|مارس|أبريل|إبريل|مايو|يونيو|يوليو|أغسطس"
+    r"|سبتمبر|أكتوبر|نوفمبر|ديسمبر"
 )
 _DATE = re.compile(
     rf"(?i)(?<![\w/.:-])(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}|\d{{1,2}}[-/.]\d{{1,2}}[-/.]\d{{2,4}}"
@@ -180,7 +199,8 @@ _DATE = re.compile(
 _BIRTH = re.compile(
     r"(?i)(?:\bborn\b|birth|\bd\.?o\.?b\b|\bb-?day\b|geboren|geburt|\bgeb\.|\bn[ée]e?\b|naissance|"
     r"nacimiento|nacid[oa]|\bnat[oa]\b|nascita|nascimento|geboorte|生年月日|出生|生日|생년월일"
-    r"|생일|\bf\. ?nac|\bd\.? ?n\.)"
+    r"|생일|\bf\. ?nac|\bd\.? ?n\.|urodzeni|urodzon|\bur\.|födelse|\bfödd|doğum|\bd\. ?t\."
+    r"|जन्म|الميلاد|مواليد|الولادة|ولد|ولدت)"
 )
 
 

@@ -42,7 +42,8 @@ _NEGATIVE = re.compile(
     r"|ts|timestamp|time|epoch|pid|uid|session|siren|siret|nif|nie|dni|cpf|cnpj|vat|tax|btw|kvk"
     r"|ust-?id\w*|steuer\w*|iva|partita|fiscal\w*|matr[íi]cula|imei|iccid|lot|batch|charge"
     r"|seriennummer|licen[cs]e|kennzeichen|plate|pin|otp|tan|iban|bic|konto\w*|cuenta|conto"
-    r"|rekening\w*|contrato|sepa|mandat\w*)\W{0,5}|注文番号\W?|订单号\W?|주문번호\W?|〒)[ \t]*$"
+    r"|rekening\w*|contrato|sepa|mandat\w*|pesel|nip|regon|personnummer|kimlik|tckn|aadhaa?r"
+    r"|pan|nik|hetu)\W{0,5}|注文番号\W?|订单号\W?|주문번호\W?|〒)[ \t]*$"
 )
 # "Phone number:", "Tel. Nr.", "Mobile no." -- a phone word just before the number word.
 _PHONE_NUMBER_WORD = re.compile(
@@ -54,7 +55,8 @@ _CONTEXT = re.compile(
     r"|reach|dial|\bring\b|landline|hotline|telefon|teléfono|telefono|telefone|téléphone|tél"
     r"|portable|móvil|movil|celular|cellulare|handy|\bmobil|rufnummer|\bbel\b|bellen|chiam"
     r"|appel|llam|ligar|contatt|contact|fixo|\bgsm\b|電話|携帯|手机|电话|致电|联系|전화|휴대폰"
-    r"|연락|☎|📞)"
+    r"|연락|☎|📞|komórk|\bkom\.|zadzwo|numer telefonu|telefonnummer|(?-i:Cep|cep)\b|\bara\b"
+    r"|arayın|numaram|फ़ोन|फोन|मोबाइल|संपर्क|नंबर|कॉल|هاتف|جوال|موبايل|اتصل|الاتصال|تلفون|واتساب)"
 )
 _SHAPE_REJECT = re.compile(
     r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{2}|\d{4})"  # dates
@@ -74,6 +76,13 @@ _TWO_NUMBERS = re.compile(r"[ \t]*/[ \t]*")  # "912 345 678 / 21 345 6789"
 _MONEY = re.compile(r"[$€£¥₹₩]|R\$|\b(?:EUR|USD|GBP|CHF|BRL|JPY|CNY|KRW)\b")
 
 
+_LETTER_HINTS = (  # letters one language writes -> regions tried first
+    (re.compile(r"[\u0600-\u06ff]"), ("SA", "AE", "EG", "MA", "JO", "KW", "QA", "IQ", "LB")),
+    (re.compile(r"[\u0900-\u097f]"), ("IN",)),
+    (re.compile(r"[ąćęłńśźżĄĆĘŁŃŚŹŻ]"), ("PL",)),
+    (re.compile(r"[ğışİĞŞ]"), ("TR",)),
+    (re.compile(r"[åÅ]"), ("SE", "NO", "DK", "FI")),
+)
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -88,7 +97,7 @@ def _script_regions(text: str) -> tuple[str, ...]:
         return ("KR",)
     if _HAN.search(text):
         return ("CN", "TW", "HK", "JP")
-    return ()
+    return tuple(r for pattern, regions in _LETTER_HINTS if pattern.search(text) for r in regions)
 
 
 def _candidates(text: str) -> Iterator[tuple[int, str]]:

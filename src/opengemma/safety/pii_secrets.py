@@ -55,7 +55,37 @@ _ASSIGNED = re.compile(
     r"(?P<value>[A-Za-z0-9_\-+/=.~]{16,512})"
     r"|\bBearer\s+(?P<bearer>[A-Za-z0-9_\-.~+/]{16,512}=*)"
 )
-_KEY_WORD = re.compile(r"(?i)key|secret|token|passw|pwd|credential|bearer")  # a cheap gate
+_KEY_WORD = re.compile(
+    r"(?i)key|secret|token|pass|pwd|credential|bearer|kennwort|contrase|mot de|mdp|senha"
+    r"|wachtwoord|has[łl]o|[şs]ifre|lösenord|parola|clave"
+)  # a cheap gate
+# A password assigned to a password key in the languages covered: shorter than a machine key,
+# so it must mix letters with digits or symbols and must not be a name (an env var, a setting).
+_PASSWORD = re.compile(
+    r"(?i)(?<![A-Za-z])(?:password|passwd|pwd|pass|passphrase|passwort|kennwort|contraseña"
+    r"|mot de passe|mdp|senha|wachtwoord|hasło|haslo|şifre|sifre|lösenord|parola|clave)"
+    r"(?:[_-]?\w{0,12})?['\"]?"
+    r"[ \t]*(?:=|:|=>|:=)[ \t]*[rbu]?['\"]?(?P<value>[^\s\"'`,;<>]{8,128})"
+)
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Z_][A-Z0-9_]*|[a-z]+(?:[A-Z][a-z]+)+")
+
+
+def looks_like_password(value: str) -> bool:
+    """8+ characters mixing letters with digits or symbols; not a placeholder, a reference
+    (`${X}`, `%s`, `os.environ[...]`), an identifier (`DB_PASSWORD`, `settings.pwd`) or a call."""
+    if (
+        value[0] in "$%{<[("
+        or "(" in value
+        or "[" in value
+        or _IDENTIFIER.fullmatch(value)
+        or is_placeholder(value)
+    ):
+        return False
+    letters = any(c.isalpha() for c in value)
+    other = any(c.isdigit() for c in value) or any(not c.isalnum() for c in value)
+    return letters and other
+
+
 _KEY_FIELD = re.compile(rf"(?i){_KEY_NAME}s?$")
 
 
@@ -68,7 +98,7 @@ def looks_random(value: str, min_bits: float = 3.0) -> bool:
 _PLACEHOLDER = re.compile(
     r"(?i)(?:x{4,}|\*{3,}|•{3,}|#{4,}|\.{4,}|0{8,}|<[^<>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%\(?\w+\)?s"
     r"|\b(?:your|my|example|sample|dummy|placeholder|redacted|changeme|insert|replace|todo"
-    r"|fixme|xxx)(?:[_-]|\b))"
+    r"|fixme|xxx)(?:[_-]|\b|\d))"
 )
 
 
@@ -103,6 +133,12 @@ class ApiKeyDetector(RuleDetector):
                 out.append(
                     self._hit(start, start + len(value), 0.8 if group == "bearer" else 0.6, type_)
                 )
+        for m in _PASSWORD.finditer(text) if _KEY_WORD.search(text) else ():
+            value = m.group("value").rstrip(".")
+            if looks_like_password(value):
+                out.append(
+                    self._hit(m.start("value"), m.start("value") + len(value), 0.55, "SECRET")
+                )
         leaf = field.rsplit(".", 1)[-1]
         value = text.strip()
         if _KEY_FIELD.search(leaf) and looks_random(value) and " " not in value:
@@ -123,4 +159,17 @@ class PrivateKeyDetector(RuleDetector):
     def find(self, text: str, field: str) -> list[Finding]:
         if "PRIVATE KEY" not in text:
             return []
-        return [self._hit(m.start(), m.end(), 0.99) for m in self._re.finditer(text)]
+        return [
+            self._hit(m.start(), m.end(), 0.99)
+            for m in self._re.finditer(text)
+            if self.has_body(m.group())
+        ]
+
+    @staticmethod
+    def has_body(block: str) -> bool:
+        """A key, not a mention or a template: 40+ base64 characters between the markers that
+        are not a placeholder (`...`, `<your key>`, `xxxx`)."""
+        body = re.sub(r"-----(?:BEGIN|END) [A-Z0-9 ]+-----", "", block).replace("\\n", "\n")
+        body = re.sub(r"(?m)^[A-Za-z-]+: .*$", "", body)  # Proc-Type:, DEK-Info: headers
+        chars = re.sub(r"[^A-Za-z0-9+/=]", "", body)
+        return len(chars) >= 40 and not is_placeholder(body.strip()) and len(set(chars)) > 10
