@@ -1,7 +1,8 @@
-"""K-quant blocks used as stored (kernels/kquant.c, opengemma.stored_layers): every kernel variant
-this CPU runs against exact block arithmetic on the gguf package's own dequantized weights, the
-same bits on every variant, batch size and thread count; the layer and the loader on the
-embedded Q4_K_M model against the float path."""
+"""GGUF blocks used as stored (kernels/kquant.c and q8.c, opengemma.stored_layers): every kernel
+variant this CPU runs against exact block arithmetic on the gguf package's own dequantized
+weights, the same bits on every variant, batch size and thread count (Q5_0 / Q4_0: the bits of
+the Q8_0 product on their exact widening); the layer, the loader and the native decode step on
+the embedded Q4_K_M model and a tiny K-quant model against the float and PyTorch paths."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def libs():
 def _random_blocks(qtype: Q, rows: int, K: int, rng) -> np.ndarray:
     """Rows of random bytes (every bit pattern of values, scales and mins) with finite float16
     super-block scales."""
-    nbytes = STORED_TYPES[int(qtype)][1]
+    nbytes = STORED_TYPES[int(qtype)][2]
     data = rng.integers(0, 256, size=(rows, K // 256, nbytes), dtype=np.uint8)
     half = lambda v: np.frombuffer(np.float16(v).tobytes(), np.uint8)  # noqa: E731
     if qtype == Q.Q4_K:
@@ -94,6 +95,39 @@ def test_each_variant_matches_exact_block_arithmetic_and_the_others(libs, type_n
     first = next(iter(results.values()))
     for name, out in results.items():
         assert np.array_equal(out, first), name  # the portable build's integers and float order
+
+
+@pytest.mark.parametrize("rows", [1, 3, 5])
+@pytest.mark.parametrize("width", [32, 64, 96, 160, 672])  # 1, 2, 3, 5, 21 blocks: every tail
+@pytest.mark.parametrize("qtype", [Q.Q5_0, Q.Q4_0])
+def test_q5_0_and_q4_0_as_stored_have_the_bits_of_their_q8_0_widening(libs, qtype, width, rows):
+    """The Q8_0 product is checked against exact block arithmetic in tests/test_kernels.py;
+    here the stored blocks give its bits, and the dequantized weights bound the error."""
+    rng = np.random.default_rng(rows * 1000 + width)
+    nbytes = STORED_TYPES[int(qtype)][2]
+    data = rng.integers(0, 256, size=(9, width // 32, nbytes), dtype=np.uint8)
+    data[..., 0:2] = np.frombuffer(np.float16(0.013).tobytes(), np.uint8)
+    data[0, 0, 0:2] = 0  # a zero scale
+    data = data.reshape(9, -1)
+    x = (rng.standard_normal((rows, width)) * np.logspace(-3, 2, width)).astype(np.float32)
+    xq, xs = np.empty((rows, width), np.int8), np.empty((rows, width // 32), np.float32)
+    w = gguf.quants.dequantize(data, qtype).astype(np.float64)
+    results = {}
+    for name, lib in libs.items():
+        widened = np.empty((9, width // 32 * 34), np.uint8)
+        assert lib.gguf_to_q8_0(int(qtype), data.ctypes.data, 9, width, widened.ctypes.data, 1) == 0
+        want, got = np.empty((rows, 9), np.float32), np.empty((rows, 9), np.float32)
+        lib.q8_0_linear(x.ctypes.data, xq.ctypes.data, xs.ctypes.data, widened.ctypes.data,
+                        want.ctypes.data, rows, 9, width, 1)  # fmt: skip
+        assert lib.qb_linear(int(qtype), x.ctypes.data, xq.ctypes.data, xs.ctypes.data,
+                             data.ctypes.data, got.ctypes.data, rows, 9, width, 1) == 0
+        assert np.array_equal(got, want), name
+        xf = (xq.reshape(rows, -1, 32) * xs[..., None].astype(np.float64)).reshape(rows, width)
+        bound = 2.0**-20 * (np.abs(xf) @ np.abs(w).T) + 1e-30  # float32 sums of exact blocks
+        assert (np.abs(got - xf @ w.T) <= bound).all(), name
+        results[name] = got
+    first = next(iter(results.values()))
+    assert all(np.array_equal(out, first) for out in results.values())
 
 
 @pytest.mark.parametrize("type_name", TYPES)
@@ -158,12 +192,18 @@ def test_the_loader_keeps_q4_k_and_q6_k_matrices_as_the_file_stores_them(embedde
     in_file = {gf.raw(n).ctypes.data: info for n, info in gf.tensors.items()}
     for blocks in stored.values():
         info = in_file[blocks.data.data_ptr()]  # the very bytes of the memory-mapped file
-        assert info.type_name in ("Q4_K", "Q6_K") and blocks.shape == info.shape
+        assert info.type_name in ("Q4_K", "Q6_K", "Q5_0") and blocks.shape == info.shape
     assert "embed_tokens.weight" not in stored  # the tied output projection stays Q8_0
+    from opengemma.checkpoint.keymap import gguf_to_ours
+
+    types = {gguf_to_ours(n): info.type_name for n, info in gf.tensors.items()}
+    widened = {types[k] for k in ckpt.quantized.keys() - stored.keys()}
+    assert widened == {"Q8_0"}  # Q8_0 matrices: Q8_0 blocks (the same bytes)
+    assert {types[k] for k in stored} == {"Q4_K", "Q6_K", "Q5_0"}
 
 
 def test_embedded_model_logits_and_greedy_text_track_the_float_path(embedded):
-    """quant='q8' on the Q4_K_M file (Q4_K / Q6_K as stored, the rest as Q8_0 blocks, int8
+    """quant='q8' on the Q4_K_M file (Q4_K / Q6_K / Q5_0 as stored, Q8_0 as Q8_0 blocks, int8
     activations) against the float32 weights the file holds. int8 activations carry a relative
     error of about 1/254 per value; through 18 layers that measured 0.9% of the logits' RMS
     (widening the K-quants to Q8_0 instead: 1.3%). Bound: 2%, greedy text identical."""
@@ -171,7 +211,7 @@ def test_embedded_model_logits_and_greedy_text_track_the_float_path(embedded):
               "founding of the city and ending with")  # fmt: skip
     fast = opengemma.load(embedded, quant="q8", threads=1)
     layers = [m for m in fast.model.modules() if isinstance(m, StoredLinear)]
-    assert {m.type_name for m in layers} == {"Q4_K", "Q6_K"}
+    assert {m.type_name for m in layers} == {"Q4_K", "Q6_K", "Q5_0"}
     ref = opengemma.load(embedded, quant="none", threads=1)
     ids = ref.tokenizer.encode(prompt)
     a, b = fast.logits(ids), ref.logits(ids)

@@ -1,12 +1,13 @@
-"""Linear layers on GGUF K-quant blocks kept exactly as the file stores them (Q4_K, Q6_K).
+"""Linear layers on GGUF blocks kept exactly as the file stores them (Q4_K, Q6_K, Q5_0, Q4_0).
 
-A Q4_K_M file's matrices are mostly Q4_K (4.5 bits a weight) and Q6_K (6.6 bits). Widened to
-Q8_0 blocks (8.5 bits) they would take about twice the memory, and a decode step, which reads
-every weight once, twice the bytes. `StoredLinear` keeps the file's bytes (a view of the
-memory-mapped file when loaded from one: no copy) and multiplies them natively
-(kernels/kquant.c): activations quantized per 256 values to int8, each super-block an exact
-integer dot product. Long inputs (prefill) dequantize one layer at a time and use the BLAS
-matrix product, as `opengemma.quantized_layers.Q8Linear` does.
+A Q4_K_M file's matrices are mostly Q4_K (4.5 bits a weight) and Q6_K (6.6 bits), with Q5_0
+(5.5 bits) where a row is not a multiple of 256 long. Widened to Q8_0 blocks (8.5 bits) they
+would take up to twice the memory, and a decode step, which reads every weight once, up to
+twice the bytes. `StoredLinear` keeps the file's bytes (a view of the memory-mapped file when
+loaded from one: no copy) and multiplies them natively: K-quants in kernels/kquant.c with the
+activations quantized to int8 per 256 values, Q5_0 / Q4_0 in kernels/q8.c per 32 (with the
+bits of the Q8_0 product on their exact widening). Long inputs (prefill) dequantize one layer
+at a time and use the BLAS matrix product, as `opengemma.quantized_layers.Q8Linear` does.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from torch import nn
 from opengemma.kernels import native
 
 QK_K = 256
-# ggml type id -> (name, bytes per super-block of 256 weights)
-STORED_TYPES = {12: ("Q4_K", 144), 14: ("Q6_K", 210)}
+# ggml type id -> (name, weights per block, bytes per block)
+STORED_TYPES = {12: ("Q4_K", 256, 144), 14: ("Q6_K", 256, 210), 6: ("Q5_0", 32, 22),
+                2: ("Q4_0", 32, 18)}  # fmt: skip
 GEMV_MAX_ROWS = 16  # up to this many activation rows use the integer kernel (as Q8Linear)
 
 
@@ -43,14 +45,14 @@ class StoredBlocks:
 def stored_shape(qtype: int, data: torch.Tensor, K: int) -> tuple[int, int]:
     """(N, K) after checking that `data` holds N rows of K weights of ggml type `qtype`."""
     if qtype not in STORED_TYPES:
-        names = ", ".join(n for n, _ in STORED_TYPES.values())
+        names = ", ".join(t[0] for t in STORED_TYPES.values())
         raise ValueError(f"ggml type {qtype} is not kept as stored here; one of {names}")
-    name, nbytes = STORED_TYPES[qtype]
-    if K <= 0 or K % QK_K:
-        raise ValueError(f"{name} rows hold a multiple of {QK_K} weights; got a width of {K}")
-    if data.dtype != torch.uint8 or data.dim() != 2 or data.shape[1] != K // QK_K * nbytes:
+    name, size, nbytes = STORED_TYPES[qtype]
+    if K <= 0 or K % size:
+        raise ValueError(f"{name} rows hold a multiple of {size} weights; got a width of {K}")
+    if data.dtype != torch.uint8 or data.dim() != 2 or data.shape[1] != K // size * nbytes:
         raise ValueError(
-            f"{name} blocks of width {K} are uint8 (N, {K // QK_K * nbytes}); got "
+            f"{name} blocks of width {K} are uint8 (N, {K // size * nbytes}); got "
             f"{data.dtype} {tuple(data.shape)}"
         )
     if data.device.type != "cpu":
@@ -98,8 +100,8 @@ def quantize_q8k(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def kq_matmul(x: torch.Tensor, qtype: int, data: torch.Tensor, K: int) -> torch.Tensor:
-    """x (R, K) float -> (R, N) float32 = x @ W.T for stored K-quant weights, the activations
-    quantized per 256 values (exact integer super-block products)."""
+    """x (R, K) float -> (R, N) float32 = x @ W.T for stored weights, the activations quantized
+    to int8 per 256 values (K-quants) or per 32 (Q5_0, Q4_0): exact integer block products."""
     N, K = stored_shape(qtype, data, K)
     if x.dim() != 2 or x.shape[1] != K:
         raise ValueError(f"activations of shape {tuple(x.shape)} against weights of width {K}")
@@ -109,6 +111,8 @@ def kq_matmul(x: torch.Tensor, qtype: int, data: torch.Tensor, K: int) -> torch.
     data = data.contiguous()
     R = x.shape[0]
     lib = native()
+    if STORED_TYPES[qtype][1] != QK_K:
+        return _matmul_32(lib, x, qtype, data, N)
     if lib is None:  # the same arithmetic in PyTorch (slow: for machines without a compiler)
         q, d, _ = quantize_q8k(x)
         xf = (q.float().reshape(R, -1, QK_K) * d[..., None]).reshape(R, K)
@@ -124,9 +128,26 @@ def kq_matmul(x: torch.Tensor, qtype: int, data: torch.Tensor, K: int) -> torch.
     return out
 
 
+def _matmul_32(lib, x: torch.Tensor, qtype: int, data: torch.Tensor, N: int) -> torch.Tensor:
+    """kq_matmul for blocks of 32 (Q5_0, Q4_0): activations int8 per 32, as for Q8_0."""
+    from opengemma.quantized_layers import dequantize_q8, quantize_q8
+
+    R, K = x.shape
+    if lib is None:
+        return F.linear(dequantize_q8(*quantize_q8(x)), dequantize_stored(qtype, data, K))
+    scratch = _scratch(R * K + 4 * R * (K // 32))  # int8 (R, K), then float32 scales (R, K/32)
+    xq = scratch.data_ptr()
+    out = torch.empty(R, N, dtype=torch.float32)
+    status = lib.qb_linear(qtype, x.data_ptr(), xq, xq + R * K, data.data_ptr(), out.data_ptr(),
+                           R, N, K, torch.get_num_threads())  # fmt: skip
+    if status != 0:
+        raise ValueError(f"the native kernels do not multiply ggml type {qtype}")
+    return out
+
+
 class StoredLinear(nn.Module):
-    """A bias-free linear layer whose weight stays in its GGUF K-quant blocks (`blocks`: uint8
-    (N, K/256 * bytes per super-block), `qtype`: the ggml type id)."""
+    """A bias-free linear layer whose weight stays in its GGUF blocks (`blocks`: uint8
+    (N, K / block size * bytes per block), `qtype`: the ggml type id)."""
 
     def __init__(self, blocks: torch.Tensor, qtype: int, in_features: int):
         super().__init__()

@@ -187,6 +187,9 @@ def load_gguf(
         # llama.cpp stores Gemma 1-3 norm weights as w + 1 (Gemma 4's as they are)
         shifted = is_norm(name) and config.norm_offset == 1.0
         tensors[name] = gf.load(gguf_name, dtype, _minus_one if shifted else None)
+    # the header (the vocabulary: megabytes) is parsed; matrices kept as stored hold the map
+    # open, so drop its pages (they stay on disk, and are read again if ever needed)
+    gf.release(0, gf.data_start)
     infos = gf.tensors.values()
     info = {
         "metadata": metadata,

@@ -28,12 +28,15 @@ void q8_quantize(const float *x, int8_t *xq, float *xs, long rows, long K);
 void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B, long N,
                long K, int nthreads);
 void q8_0_gather(const uint8_t *w, const int64_t *ids, float *out, long n_ids, long K);
+int qb_gemv(int type, const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B,
+            long N, long K, int nthreads);
 /* kquant.c */
 void q8k_quantize(const float *x, int8_t *xq, float *xd, int16_t *bs, long rows, long K);
 int kq_gemv(int type, const int8_t *xq, const float *xd, const int16_t *bs, const uint8_t *w,
             float *out, long B, long N, long K, int nthreads);
 
-enum { Q8_0 = 8 }; /* ggml type ids; kquant.c takes Q4_K (12) and Q6_K (14) */
+/* ggml type ids: q8.c takes Q4_0, Q5_0 and Q8_0 (activations per 32), kquant.c Q4_K and Q6_K */
+enum { Q4_0 = 2, Q5_0 = 6, Q8_0 = 8 };
 
 typedef struct {
     const uint8_t *w; /* [n] rows of k weights in GGUF blocks of `type`, as the file stores them */
@@ -59,9 +62,9 @@ static Act act(const float *x, long B, long k, const Act *scratch) {
 
 /* out [B, w->n] = x [B, w->k] @ W.T */
 static void project(const QW *w, Act *a, float *out, int nthreads) {
-    if (w->type == Q8_0) {
+    if (w->type == Q8_0 || w->type == Q5_0 || w->type == Q4_0) {
         if (!a->have32) q8_quantize(a->x, a->q32, a->s32, a->B, a->k), a->have32 = 1;
-        q8_0_gemv(a->q32, a->s32, w->w, out, a->B, w->n, w->k, nthreads);
+        qb_gemv((int)w->type, a->q32, a->s32, w->w, out, a->B, w->n, w->k, nthreads);
     } else {
         if (!a->havek) q8k_quantize(a->x, a->qk, a->dk, a->bk, a->B, a->k), a->havek = 1;
         kq_gemv((int)w->type, a->qk, a->dk, a->bk, w->w, out, a->B, w->n, w->k, nthreads);

@@ -21,7 +21,9 @@
 #include "portable.h"
 
 #pragma GCC optimize("fp-contract=off")
+#ifdef __clang__
 #pragma STDC FP_CONTRACT OFF
+#endif
 
 #define QK_K 256
 #define Q4K_BYTES 144

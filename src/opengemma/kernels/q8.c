@@ -5,6 +5,12 @@
  * stored. Activations are quantized per row and per block of 32 into int8 values and float32
  * scales, so each block product is an exact int32 dot product times two scales.
  *
+ * Q5_0 (22 bytes: d, 32 high bits, 16 bytes of low nibbles; weight = d * (q - 16)) and Q4_0
+ * (18 bytes: d, 16 bytes of nibbles; weight = d * (q - 8)) blocks are multiplied as stored by
+ * the same code: their values are unpacked to int8 in registers, the very int8 values and
+ * scale Q8_0 holds them as, so a product on Q5_0 / Q4_0 blocks has the bits of the product on
+ * their exact Q8_0 widening while reading 35% / 47% fewer bytes.
+ *
  * Also here: int8 values with separate float32 scales (q8_quantize / q8_dequantize), the
  * activation format and the frozen int8 base of QLoRA training.
  *
@@ -26,6 +32,9 @@ const char *og_kernel_variant(void) { return OG_VARIANT; }
 
 #define QK 32
 #define BLOCK_BYTES 34
+enum { T_Q4_0 = 2, T_Q5_0 = 6, T_Q8_0 = 8 }; /* ggml type ids */
+
+static inline long type_bytes(int t) { return t == T_Q4_0 ? 18 : t == T_Q5_0 ? 22 : 34; }
 
 /* x: float [rows, K] -> xq: int8 [rows, K], xs: float [rows, K/32]; values in [-127, 127] */
 void q8_quantize(const float *x, int8_t *xq, float *xs, long rows, long K) {
@@ -136,10 +145,31 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* byte i: 0xff where bit i of x is set, else 0 */
+static inline __m256i bit_bytes(uint32_t x) {
+    const __m256i pick = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                           0x0101010101010101, 0); /* byte i <- byte i / 8 */
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), pick);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit);
+}
+
+/* the 32 int8 weights of a block of type t (as its exact Q8_0 widening holds them) */
+static inline __m256i wvec(int t, const uint8_t *blk) {
+    if (t == T_Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
+    const __m128i m4 = _mm_set1_epi8(15);
+    __m128i q = _mm_loadu_si128((const __m128i *)(blk + (t == T_Q5_0 ? 6 : 2)));
+    __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+    if (t == T_Q4_0) return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+    uint32_t qh;
+    memcpy(&qh, blk + 2, 4);
+    v = _mm256_or_si256(v, _mm256_and_si256(bit_bytes(qh), _mm256_set1_epi8(16)));
+    return _mm256_sub_epi8(v, _mm256_set1_epi8(16));
+}
+
 /* sum over one block of x * w as 8 int32 partial sums: |x| * (w * sign(x)) */
-static inline __m256i dot32(const uint8_t *w, const int8_t *x) {
+static inline __m256i dot32(__m256i wv, const int8_t *x) {
     __m256i xv = _mm256_loadu_si256((const __m256i *)x);
-    __m256i wv = _mm256_loadu_si256((const __m256i *)w);
     __m256i ax = _mm256_sign_epi8(xv, xv), sw = _mm256_sign_epi8(wv, xv);
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw);
@@ -150,9 +180,9 @@ static inline __m256i dot32(const uint8_t *w, const int8_t *x) {
 #endif
 }
 
-#define STEP(acc, j)                                                                     \
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(wr + (j) * BLOCK_BYTES + 2, xr + (j) * QK)), \
-                          _mm256_set1_ps(f16_load(wr + (j) * BLOCK_BYTES) * xsr[j]), acc)
+#define STEP(acc, j)                                                                      \
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(wvec(t, wr + (j) * tb), xr + (j) * QK)), \
+                          _mm256_set1_ps(f16_load(wr + (j) * tb) * xsr[j]), acc)
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 /* Several activation rows against each weight block (batched decoding): with the activations
@@ -161,21 +191,21 @@ static inline __m256i dot32(const uint8_t *w, const int8_t *x) {
  * all rows, leaves sum x * w. The int32 lanes, the scales and the order of the float sums are
  * those of the one-row kernel below, so a sequence decodes to the same bits alone or in a
  * batch. Rows go four at a time; a weight row stays in L1 across the groups. */
-static void gemv_rows(const uint8_t *xu, const float *xs, const uint8_t *w, float *out, long B,
-                      long N, long K, int nthreads) {
-    long nb = K / QK;
+static inline __attribute__((always_inline)) void gemv_rows(int t, const uint8_t *xu,
+        const float *xs, const uint8_t *w, float *out, long B, long N, long K, int nthreads) {
+    long nb = K / QK, tb = type_bytes(t);
     const __m256i offset = _mm256_set1_epi8((char)0x80);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (long n = 0; n < N; n++) {
-        const uint8_t *wr = w + n * nb * BLOCK_BYTES;
+        const uint8_t *wr = w + n * nb * tb;
         for (long b0 = 0; b0 < B; b0 += 4) {
             long rows = B - b0 < 4 ? B - b0 : 4;
             __m256 acc[4][4];
             for (int t = 0; t < 4; t++)
                 for (int a = 0; a < 4; a++) acc[t][a] = _mm256_setzero_ps();
             for (long j = 0; j < nb; j++) {
-                const uint8_t *blk = wr + j * BLOCK_BYTES;
-                __m256i wv = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                const uint8_t *blk = wr + j * tb;
+                __m256i wv = wvec(t, blk);
                 __m256i neg = _mm256_sub_epi32(                             /* -128 sum w */
                     _mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), offset, wv));
                 float wd = f16_load(blk);
@@ -214,6 +244,22 @@ static inline void dot32_lanes(const uint8_t *w, const int8_t *x, int32_t lanes[
     }
 }
 
+/* the 32 int8 weights of a block of type t (as its exact Q8_0 widening holds them) */
+static inline void wvals(int t, const uint8_t *blk, uint8_t out[QK]) {
+    if (t == T_Q8_0) {
+        memcpy(out, blk + 2, QK);
+        return;
+    }
+    uint32_t qh = 0;
+    if (t == T_Q5_0) memcpy(&qh, blk + 2, 4);
+    const uint8_t *qs = blk + (t == T_Q5_0 ? 6 : 2);
+    const int off = t == T_Q5_0 ? 16 : 8;
+    for (int j = 0; j < 16; j++) {
+        out[j] = (uint8_t)(int8_t)(((qs[j] & 15) | ((qh >> j) & 1) << 4) - off);
+        out[j + 16] = (uint8_t)(int8_t)(((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - off);
+    }
+}
+
 /* the sum of eight lanes in the order of hsum256 */
 static inline float hsum8(const float v[8]) {
     float s0 = v[0] + v[4], s1 = v[1] + v[5], s2 = v[2] + v[6], s3 = v[3] + v[7];
@@ -221,33 +267,36 @@ static inline float hsum8(const float v[8]) {
 }
 
 /* one activation row against one weight row: the four accumulators of the vector loop */
-static float row_dot(const uint8_t *wr, const int8_t *xr, const float *xsr, long nb) {
+static float row_dot(int t, const uint8_t *wr, const int8_t *xr, const float *xsr, long nb) {
     float acc[4][8] = {{0}};
     int32_t lanes[8];
+    uint8_t wv[QK];
+    long tb = type_bytes(t);
     for (long j = 0; j < nb; j++) {
         int a = j < nb - nb % 4 ? (int)(j & 3) : 0;
-        dot32_lanes(wr + j * BLOCK_BYTES + 2, xr + j * QK, lanes);
-        float scale = f16_load(wr + j * BLOCK_BYTES) * xsr[j];
+        wvals(t, wr + j * tb, wv);
+        dot32_lanes(wv, xr + j * QK, lanes);
+        float scale = f16_load(wr + j * tb) * xsr[j];
         for (int l = 0; l < 8; l++) acc[a][l] = fmaf((float)lanes[l], scale, acc[a][l]);
     }
-    float t[8];
-    for (int l = 0; l < 8; l++) t[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
-    return hsum8(t);
+    float sum[8];
+    for (int l = 0; l < 8; l++) sum[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    return hsum8(sum);
 }
 #endif /* __AVX2__ */
 
-/* out[b, n] = sum_k x[b, k] * w[n, k] for B activation rows (B small: decoding). Each weight
- * row is read once, front to back (scales inline: one stream for the prefetcher), into four
- * accumulators (independent chains hide the FMA latency). */
-void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B, long N,
-               long K, int nthreads) {
-    long nb = K / QK;
+/* out[b, n] = sum_k x[b, k] * w[n, k] for B activation rows (B small: decoding) and weights
+ * in blocks of type t. Each weight row is read once, front to back (scales inline: one stream
+ * for the prefetcher), into four accumulators (independent chains hide the FMA latency). */
+static inline __attribute__((always_inline)) void gemv(int t, const int8_t *xq, const float *xs,
+        const uint8_t *w, float *out, long B, long N, long K, int nthreads) {
+    long nb = K / QK, tb = type_bytes(t);
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
     if (B > 1) {
         uint8_t stack[4096], *xu = B * K <= 4096 ? stack : malloc(B * K);
         if (xu) {
             for (long i = 0; i < B * K; i++) xu[i] = (uint8_t)xq[i] ^ 0x80u;
-            gemv_rows(xu, xs, w, out, B, N, K, nthreads);
+            gemv_rows(t, xu, xs, w, out, B, N, K, nthreads);
             if (xu != stack) free(xu);
             return;
         }
@@ -255,7 +304,7 @@ void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, 
 #endif
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (long n = 0; n < N; n++) {
-        const uint8_t *wr = w + n * nb * BLOCK_BYTES;
+        const uint8_t *wr = w + n * nb * tb;
         for (long b = 0; b < B; b++) {
             const int8_t *xr = xq + b * K;
             const float *xsr = xs + b * nb;
@@ -271,10 +320,35 @@ void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, 
             for (; j < nb; j++) STEP(a0, j);
             out[b * N + n] = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #else
-            out[b * N + n] = row_dot(wr, xr, xsr, nb);
+            out[b * N + n] = row_dot(t, wr, xr, xsr, nb);
 #endif
         }
     }
+}
+
+void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B, long N,
+               long K, int nthreads) {
+    gemv(T_Q8_0, xq, xs, w, out, B, N, K, nthreads);
+}
+
+/* q8_0_gemv for weights in Q8_0, Q5_0 or Q4_0 blocks (`type`, the ggml id) as stored; returns
+ * 0, or -1 for another type */
+int qb_gemv(int type, const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B,
+            long N, long K, int nthreads) {
+    switch (type) {
+    case T_Q8_0: gemv(T_Q8_0, xq, xs, w, out, B, N, K, nthreads); return 0;
+    case T_Q5_0: gemv(T_Q5_0, xq, xs, w, out, B, N, K, nthreads); return 0;
+    case T_Q4_0: gemv(T_Q4_0, xq, xs, w, out, B, N, K, nthreads); return 0;
+    default: return -1;
+    }
+}
+
+/* qb_gemv with the activations x: float [B, K] quantized into caller-provided scratch */
+int qb_linear(int type, const float *x, int8_t *xq, float *xs, const uint8_t *w, float *out,
+              long B, long N, long K, int nthreads) {
+    if (type != T_Q8_0 && type != T_Q5_0 && type != T_Q4_0) return -1;
+    q8_quantize(x, xq, xs, B, K);
+    return qb_gemv(type, xq, xs, w, out, B, N, K, nthreads);
 }
 
 /* x: float [B, K] -> out: float [B, N]; activations quantized into caller-provided scratch
