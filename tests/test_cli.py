@@ -72,6 +72,28 @@ def test_truncated_gguf(tmp_path, embedded_path):
     assert_one_line_error(opengemma("info", str(cut)), "not a valid GGUF file")
 
 
+def test_matrix_width_not_a_multiple_of_32(tmp_path):
+    """A Gemma 3 whose hidden size (48) int8 blocks of 32 cannot hold: asked for int8 (a
+    quantized GGUF by default, --quant q8 for a Hugging Face folder) it fails in one line that
+    says to keep it in float, exit 1; with --quant none it runs."""
+    from opengemma.checkpoint.convert import convert
+    from tests.checkpoint.conftest import tiny_tokenizer_proto
+    from tests.tiny import build_reference, family_config, save_reference
+
+    hf = tmp_path / "hf"
+    save_reference(build_reference(family_config("gemma3", hidden_size=48)), hf)
+    (hf / "tokenizer.model").write_bytes(tiny_tokenizer_proto().SerializeToString())
+    gguf = convert(hf, tmp_path / "w48.gguf", "gguf", dtype="f16", quant="q8_0").path
+    for proc, says in [
+        (opengemma("run", "hi", "--model", str(gguf)), "token_embd.weight of shape (512, 48)"),
+        (opengemma("run", "hi", "--model", str(hf), "--quant", "q8"), "width 48 is not a multiple"),
+    ]:
+        assert_one_line_error(proc, says, "--quant none")
+        assert proc.returncode == 1 and "unexpected" not in proc.stderr
+    ok = opengemma("run", "hi", "--model", str(gguf), "--quant", "none", "--max-tokens", "2")
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_empty_prompt():
     assert_one_line_error(opengemma("run", "   "), "empty")
     assert_one_line_error(opengemma("run"), "--file")

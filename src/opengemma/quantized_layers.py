@@ -70,9 +70,10 @@ def dequantize_q8(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 
 def _check_width(K: int) -> None:
     if K % QK:
-        raise ValueError(
-            f"width {K} is not a multiple of the block size {QK}: int8 blocks cannot hold it "
-            "(keep this matrix in float, or pad its rows to a multiple of 32)"
+        raise InvalidRequestError(
+            f"width {K} is not a multiple of the block size {QK}: int8 blocks cannot hold this "
+            f"matrix; keep the model in float (quant='none'; on the command line --quant none), "
+            f"or pad its rows to a multiple of {QK}"
         )
 
 

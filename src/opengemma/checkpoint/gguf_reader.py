@@ -383,7 +383,8 @@ class GGUFFile:
         if len(info.shape) not in (2, 3) or info.shape[-1] % QK:
             raise CheckpointError(
                 f"{self.path}: tensor {name} of shape {info.shape} cannot be held as int8 blocks: "
-                f"it must be 2-D or 3-D with rows a multiple of {QK} long"
+                f"it must be 2-D or 3-D with rows a multiple of {QK} long; keep the model in "
+                "float (quant='none'; on the command line --quant none)"
             )
         self._check_byteorder()
         *lead, K = info.shape
