@@ -75,7 +75,7 @@ def test_truncated_gguf(tmp_path, embedded_path):
 def test_matrix_width_not_a_multiple_of_32(tmp_path):
     """A Gemma 3 whose hidden size (48) int8 blocks of 32 cannot hold: asked for int8 (a
     quantized GGUF by default, --quant q8 for a Hugging Face folder) it fails in one line that
-    says to keep it in float, exit 1; with --quant none it runs."""
+    says to keep it in float, exit 1; kept in float it runs."""
     from opengemma.checkpoint.convert import convert
     from tests.checkpoint.conftest import tiny_tokenizer_proto
     from tests.tiny import build_reference, family_config, save_reference
@@ -90,8 +90,9 @@ def test_matrix_width_not_a_multiple_of_32(tmp_path):
     ]:
         assert_one_line_error(proc, says, "--quant none")
         assert proc.returncode == 1 and "unexpected" not in proc.stderr
-    ok = opengemma("run", "hi", "--model", str(gguf), "--quant", "none", "--max-tokens", "2")
-    assert ok.returncode == 0, ok.stderr
+    import opengemma as og  # the advice works: the same file loads and runs in float
+
+    assert len(og.load(gguf, quant="none").generate("hi", max_tokens=2)) > 0
 
 
 def test_empty_prompt():

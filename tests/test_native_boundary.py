@@ -21,6 +21,7 @@ from opengemma.quantized_layers import (
     quantize_q8,
     quantize_q8_0,
 )
+from tests.native import built_kernels
 from tests.tiny import VOCAB, build_reference, family_config, ours_from_dir, save_reference
 
 BAD_IDS = {
@@ -41,6 +42,7 @@ def models(tmp_path_factory):
     floats = ours_from_dir(path)
     q8 = quantize_model(copy.deepcopy(floats))
     native = quantize_model(copy.deepcopy(floats))
+    built_kernels()  # else "native" would be the int8 PyTorch path a second time
     native.native_decoder = NativeDecoder.create(native)
     assert native.native_decoder is not None
     return {"float": floats, "int8": q8, "native": native}
