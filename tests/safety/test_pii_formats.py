@@ -258,3 +258,24 @@ def test_private_key_mentions_and_templates_are_not_keys(rules):
         "-----BEGIN RSA PRIVATE KEY-----\n<your private key here>\n-----END RSA PRIVATE KEY-----",
     ):
         assert values(rules, text, "PRIVATE_KEY") == []
+
+
+@pytest.mark.parametrize(
+    "text, type_, found",
+    [
+        ("OID 1.3.6.1.4.1.311 and 192.168.1.256", "PHONE", []),
+        ("Population 8,336,817 (2020)", "PHONE", []),
+        ("Sehr geehrte Damen und Herren, Hola a todos", "PERSON", []),
+        ("git remote add origin git@github.com:org/repo.git", "EMAIL", []),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "SECRET", []),
+        ("Beste mevrouw De Jong, uw pakket komt morgen.", "PERSON", ["De Jong"]),
+        ("Me liga no (21) 99876-5432.", "PHONE", ["(21) 99876-5432"]),
+        ("ci vediamo in Via Giuseppe Verdi 14, 10124 Torino. Il mio", "STREET_ADDRESS",
+         ["Via Giuseppe Verdi 14, 10124 Torino"]),
+        ("meu endereço é Rua Visconde de Pirajá, 550, apto 1201, Ipanema, Rio de Janeiro - RJ, "
+         "22410-002.", "STREET_ADDRESS",
+         ["Rua Visconde de Pirajá, 550, apto 1201, Ipanema, Rio de Janeiro - RJ, 22410-002"]),
+    ],
+)  # fmt: skip
+def test_hard_cases(rules, text, type_, found):
+    assert values(rules, text, type_) == found

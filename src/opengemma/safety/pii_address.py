@@ -33,7 +33,9 @@ _EN_SUFFIX = (
 _CAP = rf"(?:[{UPPER}][\w'’.-]*|\d{{1,3}}(?:st|nd|rd|th))"
 _WORD = rf"[{UPPER}][\w'’.-]*"
 _PARTICLES = r"(?:am|an|der|den|de|del|la|le|les|sur|sous|di|do|da|das|dos|im|in|upon|on|en|aan)"
-_CITY = rf"{_WORD}(?:[ \t]+(?:{_PARTICLES}[ \t]+){{0,2}}{_WORD}){{0,3}}(?:[ \t]*/[ \t]*{_WORD})?"
+# City words carry no full stop except in St. / Mt. (so "Torino. Il mio" ends at Torino).
+_CWORD = rf"(?:(?:St|Ste|Sta|Sto|Mt|Ft)\.|[{UPPER}][\w'’-]*)"
+_CITY = rf"{_CWORD}(?:[ \t]+(?:{_PARTICLES}[ \t]+){{0,2}}{_CWORD}){{0,3}}(?:[ \t]*/[ \t]*{_CWORD})?"
 _SEP = r"(?:[ \t]*,[ \t]*(?:\n[ \t]*)?|[ \t]*\n[ \t]*|[ \t]+-[ \t]+|[ \t]+in[ \t]+(?=\d))"
 _UNIT = (
     r"(?i:apt\.?|apartment|apto\.?|suite|ste\.?|unit|flat|floor|fl\.?|room|rm\.?|piso|puerta"
@@ -57,6 +59,7 @@ _CITY_SEG = rf"{_CITY}(?:[ \t]*/[ \t]*[A-Z]{{2}})?"  # São Paulo/SP
 _TAIL = re.compile(rf"(?:{_SEP}(?:{_UNIT}))?(?:{_SEP}{_CITY_SEG}){{0,2}}?{_SEP}(?:{_POSTSEG})\b")
 _UNIT_TAIL = re.compile(rf"{_SEP}(?:{_UNIT})")
 
+_ROMANCE_OF = r"(?:de|del|de la|de los|de las|da|do|dos|das|di|della|dei|delle|degli)"
 _STREETS = (
     # 1600 Amphitheatre Parkway / 250 West 57th Street / Flat 2, 17 Marlborough Gardens
     rf"\b(?:(?:Flat|Apartment|Unit|Suite)[ \t]+\w+,[ \t]+)?\d{{1,6}}[A-Za-z]?(?:[-/]\d{{1,4}})?,?"
@@ -86,8 +89,8 @@ _STREETS = (
     r"\b(?:Calle|C/|C\.|Vial|Canale|Avenida|Avda\.?|Av\.|Paseo|Plaza|Pasaje|Camino|Carrera"
     r"|Ronda|Rambla|Cañada|Travesía|Urbanización|Acceso|Cuesta|Vía|Glorieta|Carretera|Callejón"
     r"|Via|Viale|Piazza|Piazzale|Corso|Vicolo|Largo|Strada|Contrada|Borgo|Rua|Travessa"
-    r"|Alameda|Praça|Largo|Estrada|Rodovia)[ \t]+(?:(?:de|del|de la|de los|de las|da|do|dos"
-    rf"|das|di|della|dei|delle)[ \t]+)?{_CAP}(?:[ \t]+{_CAP}){{0,3}},?[ \t]+(?:n\.?[º°o]\.?[ \t]*)?"
+    rf"|Alameda|Praça|Largo|Estrada|Rodovia)[ \t]+(?:{_ROMANCE_OF}[ \t]+)?{_CAP}"
+    rf"(?:[ \t]+(?:{_ROMANCE_OF}[ \t]+)?{_CAP}){{0,3}},?[ \t]+(?:n\.?[º°o]\.?[ \t]*)?"
     r"\d{1,5}\b",
 )
 _STREET = re.compile("|".join(f"(?:{p})" for p in _STREETS))

@@ -36,7 +36,7 @@ _GREETING = (
 _TITLE = (
     r"Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Herr|Herrn|Frau|Mme|Mlle|M\.|Madame|Monsieur|Mademoiselle"
     r"|Sr|Sra|Srta|Señor|Señora|Senhor|Senhora|Sig|Sig\.ra|Signora|Signor|Dott|Dott\.ssa|Ing"
-    r"|Avv|Dhr|Mevr|Mw|Mevrouw|Meneer|de heer|Don|Doña|Dona|SGT|Sgt|PFC|Cpl|Capt|Lt|Col|Maj"
+    r"|Avv|Dhr|Mevr|Mw|[Mm]evrouw|[Mm]eneer|de heer|Don|Doña|Dona|SGT|Sgt|PFC|Cpl|Capt|Lt|Col|Maj"
     r"|Familie|Fam|Dipl\.-Ing|Maître|Pan|Pani|Panie|Panu|Pana|Shri|Shrimati|Smt|Sri|Kumari"
 )
 _INTRO = (
@@ -164,7 +164,10 @@ COMMON_WORDS = frozenset(
     "Szanowny Szanowna Szanowni Panie Pani Pan Państwo Dzień Dobry Witam Cześć Pozdrawiam Mój "
     "Moja Moje Twój Nasz Adres Ulica Miasto Hej Hälsningar Vänliga Mitt Min Mina Din Vår Adress "
     "Gatan Sayın Merhaba Saygılarımla Bey Hanım Benim Senin Bizim Adres Sokak Cadde Mahalle "
-    "Sipariş Kargo Fatura".split()
+    "Sipariş Kargo Fatura "
+    # plural forms of address: "Sehr geehrte Damen und Herren", "Hola a todos"
+    "Damen Herren Mesdames Messieurs Señoras Señores Signore Signori Senhoras Senhores Dames "
+    "Heren Team Tutti Todos Todas Alle Everyone All Folks Colleagues Kollegen Collègues".split()
 )
 # Endings of abstract and compound nouns that no personal name has (German -heit/-ung...,
 # Romance -tion/-ción, abbreviations such as Rechnungsnr).

@@ -30,6 +30,7 @@ class EmailDetector(RuleDetector):
         rf"(?<![{_L}_.%+-])[{_L}][{_L}._%+-]{{0,63}}@"
         rf"(?:[{_L}](?:[{_L}-]{{0,61}}[{_L}])?\.)+[A-Za-z]{{2,24}}(?![{_L}_-])"
     )
+    _ssh_remote = re.compile(r":[\w~.-]*/")  # git@github.com:org/repo.git is no mailbox
     # anna.schmidt(at)firma.de / jan [at] example [dot] org
     _obfuscated = re.compile(
         r"(?<![\w.%+-])[A-Za-z0-9][\w.%+-]{0,63}[ \t]?[\[(]at[\])][ \t]?"
@@ -39,7 +40,11 @@ class EmailDetector(RuleDetector):
     def find(self, text: str, field: str) -> list[Finding]:
         out = []
         if "@" in text:
-            out += [self._hit(m.start(), m.end(), 0.99) for m in self._re.finditer(text)]
+            out += [
+                self._hit(m.start(), m.end(), 0.99)
+                for m in self._re.finditer(text)
+                if not self._ssh_remote.match(text, m.end())
+            ]
         if "at)" in text or "at]" in text:
             out += [self._hit(m.start(), m.end(), 0.8) for m in self._obfuscated.finditer(text)]
         return out

@@ -31,12 +31,12 @@ DEFAULT_PHONE_REGIONS = (
 )  # fmt: skip
 
 _CANDIDATE = re.compile(
-    r"(?<![A-Za-z0-9.+/_#-])(?<![\d:=][:=])(?:\+[ \t]?)?\(?\d[\d \t().\-/]{5,22}\d"
+    r"(?<![A-Za-z0-9.+/_#-])(?<![\d:=][:=])(?<!\d,)(?:\+[ \t]?)?\(?\d[\d \t().\-/]{5,22}\d"
     r"(?:[ \t]*(?:x|ext\.?|#)[ \t]*\d{1,6})?(?![A-Za-z0-9]|[-/.:]\d|\.[A-Za-z])"
 )
 _NEGATIVE = re.compile(
     r"(?i)(?:#|n[°º]|\b(?:order|invoice|inv|ticket|case|ref|reference|tracking|account|acct|id"
-    r"|sku|po|build|version|ver|serial|isbn|ean|gtin|no\.?|number|nr\.?|art(?:ikel)?"
+    r"|sku|po|build|version|ver|serial|isbn|ean|gtin|no\.|(?-i:No|NO)|number|nr\.?|art(?:ikel)?"
     r"|bestell\w*|auftrag\w*|rechnung\w*|kunden\w*|vertrag\w*|factur\w*|commande|pedido"
     r"|ordine|ordem|nota fiscal|codice|código|code|ordernummer|factuur|referentie|kenmerk"
     r"|ts|timestamp|time|epoch|pid|uid|session|siren|siret|nif|nie|dni|cpf|cnpj|vat|tax|btw|kvk"
@@ -54,7 +54,7 @@ _CONTEXT = re.compile(
     r"(?i)(?:phone|tel\b|tel\.|call|mobile|cell|fax|whats ?app|\bzap\b|sms|text me|contact"
     r"|reach|dial|\bring\b|landline|hotline|telefon|teléfono|telefono|telefone|téléphone|tél"
     r"|portable|móvil|movil|celular|cellulare|handy|\bmobil|rufnummer|\bbel\b|bellen|chiam"
-    r"|appel|llam|ligar|contatt|contact|fixo|\bgsm\b|電話|携帯|手机|电话|致电|联系|전화|휴대폰"
+    r"|appel|llam|\blig(?:ar|a|ue)\b|contatt|contact|fixo|\bgsm\b|電話|携帯|手机|电话|致电|联系|전화|휴대폰"
     r"|연락|☎|📞|komórk|\bkom\.|zadzwo|numer telefonu|telefonnummer|(?-i:Cep|cep)\b|\bara\b"
     r"|arayın|numaram|फ़ोन|फोन|मोबाइल|संपर्क|नंबर|कॉल|هاتف|جوال|موبايل|اتصل|الاتصال|تلفون|واتساب)"
 )
@@ -67,6 +67,7 @@ _SHAPE_REJECT = re.compile(
     r"|\d{1,3}(?:\.\d{3})+(?:,\d\d)?|\d{1,3}(?:,\d{3})+(?:\.\d\d)?"  # amounts
     r"|\d{3}\.\d{3}\.\d{3}"  # nota fiscal 000.123.456
     r"|[1-9]\d{0,2}\.\d{4,}"  # decimal fractions, coordinates 40.712776
+    r"|[1-9]\d{0,2}(?:\.\d{1,3}){3,}"  # IPv4 addresses and OIDs (phones in dots start with 0)
     r")$"
     r"|^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})[ \tT]"  # date + time
 )

@@ -98,7 +98,7 @@ def looks_random(value: str, min_bits: float = 3.0) -> bool:
 _PLACEHOLDER = re.compile(
     r"(?i)(?:x{4,}|\*{3,}|•{3,}|#{4,}|\.{4,}|0{8,}|<[^<>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%\(?\w+\)?s"
     r"|\b(?:your|my|example|sample|dummy|placeholder|redacted|changeme|insert|replace|todo"
-    r"|fixme|xxx)(?:[_-]|\b|\d))"
+    r"|fixme|xxx)(?:[_-]|\b|\d)|(?-i:EXAMPLE))"  # AWS's documented keys end in EXAMPLE
 )
 
 
