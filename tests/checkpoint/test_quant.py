@@ -58,11 +58,8 @@ def test_every_type_matches_the_reference(tmp_path):
         np.testing.assert_array_equal(chunked, want, err_msg=qtype.name)
 
 
-@pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q6_K])
-def test_k_quant_error_within_half_a_step(qtype):
-    rng = np.random.default_rng(1)
-    x = (rng.normal(size=(16, 1024)) * rng.uniform(0.01, 3, size=(16, 1))).astype(np.float32)
-    back = dequantize(quantize(x, qtype), qtype)
+def _within_half_a_step(x: np.ndarray, back: np.ndarray, qtype: GGMLQuantizationType) -> None:
+    """`back` (the reference's decoding of our K-quant bytes) is within half a step of `x`."""
     blocks = x.reshape(-1, 256)
     # a step is at most the super-block's range over the level count (Q4_K: 16 levels from an
     # offset <= 0; Q6_K: symmetric, [-31, 31]); the margin covers 6/8-bit scale rounding
@@ -70,8 +67,16 @@ def test_k_quant_error_within_half_a_step(qtype):
         step = (blocks.max(1) - np.minimum(blocks.min(1), 0)) / 15
     else:
         step = np.abs(blocks).max(1) / 31
-    err = np.abs(back - x).reshape(-1, 256).max(1)
-    assert np.all(err <= 0.75 * step + 1e-6), (err / step).max()
+    err = np.abs(back.reshape(x.shape) - x).reshape(-1, 256).max(1)
+    assert np.all(err <= 0.75 * step + 1e-6), (err / np.maximum(step, 1e-30)).max()
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q6_K])
+def test_k_quant_error_within_half_a_step(qtype):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(16, 1024)) * rng.uniform(0.01, 3, size=(16, 1))).astype(np.float32)
+    back = dequantize(quantize(x, qtype), qtype)
+    _within_half_a_step(x, back, qtype)
     rel = np.sqrt(((back - x) ** 2).mean()) / x.std()
     assert rel < {Q.Q4_K: 0.1, Q.Q6_K: 0.025}[qtype]
 
@@ -91,26 +96,22 @@ def _extreme_rows(rows: int, cols: int, rng) -> np.ndarray:
     return x
 
 
-# every type `opengemma convert --quant` writes (EXPORT_TYPES) whose bytes the gguf package can
-# produce itself; Q4_K and Q6_K, which gguf only decodes, are checked by decoding (above)
-REFERENCE_QUANTIZED = [t for t in EXPORT_TYPES.values() if t not in (Q.Q4_K, Q.Q6_K)]
-
-
-@pytest.mark.parametrize("qtype", REFERENCE_QUANTIZED, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", list(EXPORT_TYPES.values()), ids=lambda t: t.name)
 def test_written_blocks_equal_the_gguf_quantizer(qtype, tmp_path):
     """What write_gguf stores for each tensor, read back with gguf's own reader, is byte for byte
     gguf.quants.quantize (llama.cpp's reference) of the source values: odd row counts, widths of
-    one block and of many, norms stored as w + 1, rows too narrow for the type (fallback)."""
+    one block and of many, norms stored as w + 1, rows the type cannot divide (Q8_0, then F16).
+    Q4_K and Q6_K, which gguf only decodes, decode within half a step of the source."""
     import gguf.quants
 
     rng = np.random.default_rng(3)
     cfg = PRESETS["gemma3-270m"].replace(vocab_size=7, hidden_size=64, intermediate_size=96,
                                          num_layers=1, layer_types=("sliding",))  # fmt: skip
-    tensors = {  # (rows, width): odd and prime row counts; 288 = 9 blocks of 32; 64; 96
+    tensors = {  # (rows, width): odd and prime row counts; 288 = 9 blocks of 32; 64; 96; 512
         "embed_tokens.weight": _extreme_rows(7, 288, rng),
         "layers.0.self_attn.q_proj.weight": _extreme_rows(13, 64, rng),
         "layers.0.mlp.down_proj.weight": _extreme_rows(5, 96, rng),
-        "layers.0.mlp.up_proj.weight": _extreme_rows(9, 256, rng),
+        "layers.0.mlp.up_proj.weight": _extreme_rows(9, 512, rng),
         "layers.0.self_attn.o_proj.weight": rng.normal(size=(1, 40)).astype(np.float32),
         "layers.0.input_layernorm.weight": rng.normal(size=33).astype(np.float32),
     }
@@ -120,11 +121,15 @@ def test_written_blocks_equal_the_gguf_quantizer(qtype, tmp_path):
     for name, x in tensors.items():
         t = read[ours_to_gguf(name)]
         if x.ndim == 1:  # a norm: float32, llama.cpp's w + 1
-            want_type, want = Q.F32, (x + np.float32(1.0)).view(np.uint8)
-        elif x.shape[-1] % GGML_QUANT_SIZES[qtype][0]:  # 40 wide: Q8_0 cannot hold it either
-            want_type, want = Q.F16, x.astype(np.float16).view(np.uint8)
-        else:
-            want_type, want = qtype, gguf.quants.quantize(x, qtype).view(np.uint8)
+            want_type, x = Q.F32, x + np.float32(1.0)
+        else:  # the type asked for, else the documented fallbacks Q8_0 then F16
+            want_type = next(q for q in (qtype, Q.Q8_0, Q.F16)
+                             if x.shape[-1] % GGML_QUANT_SIZES[q][0] == 0)  # fmt: skip
         assert Q(t.tensor_type) == want_type and stored[name] == want_type.name, name
-        got = np.asarray(t.data).view(np.uint8).reshape(want.shape)
+        got = np.asarray(t.data).view(np.uint8).reshape(*x.shape[:-1], -1)
+        if want_type in (Q.Q4_K, Q.Q6_K):
+            _within_half_a_step(x, dequantize(got, want_type), want_type)
+            continue
+        want = x.astype(np.float16) if want_type == Q.F16 else gguf.quants.quantize(x, want_type)
+        want = want.view(np.uint8).reshape(got.shape)
         assert np.array_equal(got, want), f"{name} as {want_type.name}"
