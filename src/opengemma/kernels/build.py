@@ -135,8 +135,9 @@ def build(variant: Variant, directory: Path, cc: str | None = None) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         out = AtomicPath(target)  # removed on any failure below
     except OSError as exc:
-        raise OSError(f"cannot write kernels into {target.parent} ({exc.strerror or exc}): "
-                      "use a writable folder (the cache: set OPENGEMMA_CACHE)") from exc  # fmt: skip
+        why = exc.strerror or exc
+        raise OSError(f"cannot write kernels into {target.parent} ({why}): use a writable "
+                      "folder (the cache: set OPENGEMMA_CACHE)") from exc  # fmt: skip
     with out as tmp:
         base = [cc, *flags, *map(str, SOURCES), "-o", str(tmp), "-lm"]
         try:
