@@ -49,6 +49,7 @@ RULES = {
     "opengemma.tools": "generation",
     # engine: continuous batching, shared by the server and batch jobs
     "opengemma.engine": "engine",
+    "opengemma.engine_requests": "engine",
     # services: what the verbs do
     "opengemma.server": "services",
     "opengemma.data": "services",

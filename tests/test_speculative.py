@@ -16,10 +16,10 @@ from opengemma.sampling import Sampler, SamplingParams
 from opengemma.speculative import (
     NgramDrafter,
     SpeculationStats,
-    _rewind,
-    _widen_rings,
     ngram_generate_step,
+    rewind,
     speculative_steps,
+    widen_rings,
 )
 from tests.tiny import build_reference, family_config, ours_from_dir, random_ids, save_reference
 
@@ -49,7 +49,7 @@ def test_a_chunk_of_tokens_holds_the_bits_of_single_steps(tiny):
     with torch.no_grad():
         model(prompt, single)
         model(prompt, chunked)
-        _widen_rings(chunked, 8)
+        widen_rings(chunked, 8)
         ids = random_ids(40, seed=5)[0]
         start = 0
         for size in (1, 3, 9, 2, 5, 9, 4, 7):  # past the window of 8 several times
@@ -76,11 +76,11 @@ def test_rewind_empties_only_the_dropped_positions_of_rings(tiny):
     cache = model.new_cache(64)
     with torch.no_grad():
         model(random_ids(20), cache)
-    _widen_rings(cache, 4)
+    widen_rings(cache, 4)
     rings = [lc for lc in cache.layers if isinstance(lc, SlidingLayerCache)]
     assert rings and all(lc.k.shape[2] == 12 for lc in rings)
     held = rings[0].pos.clone()
-    _rewind(cache, 3)
+    rewind(cache, 3)
     assert cache.length == 17
     assert torch.equal(rings[0].pos, torch.where(held >= 17, -1, held))
 

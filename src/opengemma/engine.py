@@ -14,113 +14,37 @@ server forwards them into asyncio, `Engine.generate` into a blocking iterator.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import torch
 
-from opengemma.errors import OpenGemmaError
+from opengemma.engine_requests import (
+    Constraint,
+    EngineClosedError,
+    EngineDeadError,
+    EngineError,
+    FinishReason,
+    GenerationRequest,
+    QueueFullError,
+    RequestHandle,
+    TokenEvent,
+)
 from opengemma.generate import TextRelease, check_lengths, prefill
 from opengemma.model import GemmaModel
 from opengemma.prefix_cache import PrefixCache
-from opengemma.sampling import Sampler, SamplingParams
+from opengemma.sampling import Sampler
+from opengemma.speculative import METHODS, DraftPolicy, rewind, unsupported, widen_rings
+
+__all__ = ["Constraint", "Engine", "EngineClosedError", "EngineDeadError", "EngineError",
+           "FinishReason", "GenerationRequest", "QueueFullError", "RequestHandle", "TokenEvent"]
 
 log = logging.getLogger("opengemma.engine")
-
-FinishReason = str  # "stop" | "length" | "abort" | "timeout" | "error"
-
-
-class EngineError(OpenGemmaError):
-    """The engine cannot take a request (queue full, shutting down)."""
-
-
-class QueueFullError(EngineError):
-    """The waiting queue is full; retry after a short pause."""
-
-
-class EngineClosedError(EngineError):
-    """The engine is draining or stopped and takes no new requests."""
-
-
-class EngineDeadError(EngineClosedError):
-    """The engine thread stopped after an internal error; the process must be restarted."""
-
-
-class Constraint(Protocol):
-    """Restricts which tokens may come next (e.g. a JSON-schema grammar)."""
-
-    def allowed(self) -> torch.Tensor:
-        """Boolean (vocab,) tensor: True where the token keeps the output valid."""
-
-    def advance(self, token: int) -> None:
-        """Record that `token` was generated."""
-
-
-@dataclass
-class GenerationRequest:
-    """One completion to generate. Lengths are in tokens; `deadline` is `time.monotonic()` s."""
-
-    prompt_ids: Sequence[int]
-    max_tokens: int
-    params: SamplingParams = field(default_factory=SamplingParams)
-    stop: Sequence[str] = ()
-    stop_ids: frozenset[int] | None = None  # None: the engine's default (EOS, <end_of_turn>)
-    logprobs: int | None = None  # None: off; k >= 0: the chosen token's and k alternatives'
-    constraint: Constraint | None = None
-    deadline: float | None = None
-    watermark: Any = None  # a safety.watermark.WatermarkConfig: SynthID Text on sampled output
-    special_text: bool = False  # control tokens appear in the text (tool-call markup)
-
-
-@dataclass
-class TokenEvent:
-    """One generated token and the text it made final (possibly empty, see stream_generate).
-
-    `logprob` and `top_logprobs` (token id, log-probability) come from the distribution the
-    token was drawn from (after penalties, temperature and truncation). The last event of a
-    request has `finish_reason`; an "error" event carries `error` and no token (token = -1).
-    """
-
-    text: str
-    token: int
-    finish_reason: FinishReason | None = None
-    logprob: float | None = None
-    top_logprobs: list[tuple[int, float]] | None = None
-    error: str | None = None
-
-
-class RequestHandle:
-    """A submitted request: its timings (monotonic seconds) and a way to abort it."""
-
-    _ids = itertools.count()
-
-    def __init__(self, request: GenerationRequest, sink: Callable[[TokenEvent], None]):
-        self.id = next(self._ids)
-        self.request = request
-        self.sink = sink
-        self.arrival = time.monotonic()
-        self.first_token: float | None = None
-        self.finished: float | None = None
-        self.generated = 0
-        self.finish_reason: FinishReason | None = None
-        self.aborted = threading.Event()
-        self.cached_tokens = 0  # prompt tokens taken from the prefix cache
-
-    @property
-    def prompt_tokens(self) -> int:
-        return len(self.request.prompt_ids)
-
-    def abort(self) -> None:
-        """Stop generating at the next step and free the cache (safe from any thread)."""
-        self.aborted.set()
-
+MAX_DRAFT = 8  # most drafted tokens verified in one step
 
 class _Row:
     """Engine-thread state of a running request."""
@@ -143,6 +67,7 @@ class _Row:
         stop_ids = set(req.stop_ids) if req.stop_ids is not None else stop_ids
         self.release = TextRelease(tokenizer, req.stop, stop_ids, not req.special_text)
         self.last_token: int | None = None  # sampled, not yet fed to the model
+        self.drafts: DraftPolicy | None = None  # speculative decoding, once the prompt is read
 
     @property
     def prefilling(self) -> bool:
@@ -156,6 +81,8 @@ class Engine:
     max_queue: requests allowed to wait for a slot; beyond it `submit` raises QueueFullError.
     prefill_chunk: prompt tokens read per engine iteration, between two decode steps.
     prefix_cache_bytes: bound of the automatic prefix cache (0: off); see opengemma.prefix_cache.
+    speculative: "ngram" verifies prompt-lookup drafts (opengemma.speculative) for a request that
+    decodes alone, with the native int8 step; the tokens are exactly those of plain decoding.
     """
 
     def __init__(
@@ -167,9 +94,13 @@ class Engine:
         prefill_chunk: int = 256,
         stop_ids: Sequence[int] | None = None,
         prefix_cache_bytes: int = 0,
+        speculative: str | None = None,
     ):
         if max_batch < 1 or max_queue < 0 or prefill_chunk < 1:
             raise EngineError("max_batch and prefill_chunk must be >= 1, max_queue >= 0")
+        if speculative is not None and speculative not in METHODS:
+            raise EngineError(f"unknown speculative method {speculative!r}; use {METHODS[0]}")
+        self.speculative = speculative
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
         default_stops = {tokenizer.eos_id, tokenizer.end_of_turn_id}
@@ -372,6 +303,7 @@ class Engine:
                 row.prefilled += len(take)
                 if not row.prefilling:
                     self.prefix_cache.store(ids, row.cache)
+                    self._start_drafting(row)
             except Exception as exc:
                 self._fail(row, exc)
                 continue
@@ -379,9 +311,19 @@ class Engine:
             if not row.prefilling:
                 self._sample(row, logits)
 
+    def _start_drafting(self, row: _Row) -> None:
+        """Give a row whose prompt is read what speculation needs: ring layers `MAX_DRAFT`
+        slots wider (a verify chunk never evicts a key it still needs) and a draft policy."""
+        if self.speculative is not None and unsupported(self.model) is None:
+            widen_rings(row.cache, MAX_DRAFT)
+            row.drafts = DraftPolicy(row.handle.request.prompt_ids, MAX_DRAFT)
+
     def _decode_step(self) -> None:
         rows = [r for r in self._running if r.last_token is not None]
         if not rows:
+            return
+        if len(rows) == 1 and rows[0].drafts is not None:  # alone: the weights' reads are free
+            self._speculate(rows[0])
             return
         device = self.model.device
         step = torch.tensor([[r.last_token] for r in rows], dtype=torch.long, device=device)
@@ -406,6 +348,36 @@ class Engine:
             self._fail(row, exc)
             return
         self._sample(row, logits)
+
+    def _speculate(self, row: _Row) -> None:
+        """One native call runs the last token and a draft; the sampler then picks each next
+        token from those rows in turn while it agrees with the draft (see opengemma.speculative);
+        the drafted positions after its first own choice leave the cache."""
+        handle = row.handle
+        draft = row.drafts.draft(row.budget - handle.generated - 1)
+        chunk = torch.tensor([row.last_token, *draft], dtype=torch.long)
+        try:
+            rows = self.model.native_decoder.step_chunk(chunk, row.cache)
+        except Exception as exc:
+            self._fail(row, exc)
+            return
+        if rows is None:  # the weights changed under the decoder: decode plainly from now on
+            row.drafts = None
+            self._decode_alone(row)
+            return
+        accepted = 0
+        for i, logits in enumerate(rows):
+            self._sample(row, logits)
+            if row not in self._running:  # it finished (or failed) at this token
+                break
+            if i == len(draft) or row.last_token != draft[i]:
+                break
+            accepted += 1
+        if row.cache is not None:  # still running
+            rewind(row.cache, len(draft) - accepted)
+        row.drafts.settle(len(draft), accepted)
+        handle.drafted += len(draft)
+        handle.accepted += accepted
 
     def _fail(self, row: _Row, exc: Exception) -> None:
         """An exception while stepping `row`: that request ends with an error, nothing else."""
@@ -439,6 +411,8 @@ class Engine:
             req.constraint.advance(token)
         logprob, top = _logprobs(processed, token, req.logprobs)
         text, reason = row.release.add(token, last=handle.generated + 1 >= row.budget)
+        if row.drafts is not None:
+            row.drafts.append(token)
         row.tokens[row.n] = token
         row.n += 1
         handle.generated += 1
@@ -456,6 +430,9 @@ class Engine:
         if row in self._running:
             self._running.remove(row)
         if reason in ("stop", "length") and row.cache is not None:
+            fed = row.n - 1  # the last sampled token was never fed; a verify chunk's drafts were
+            if row.cache.length > fed:
+                rewind(row.cache, row.cache.length - fed)
             try:  # prompt + generated tokens, for the next turn of a chat
                 self.prefix_cache.store(row.tokens, row.cache)
             except Exception as exc:

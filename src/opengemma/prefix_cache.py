@@ -72,7 +72,7 @@ class PrefixCache:
                 layers.append(None)
                 continue
             if isinstance(layer, SlidingLayerCache):
-                lo = max(0, n - layer.window)
+                lo = max(0, n - self.window)  # a ring may be wider (speculation): the window
                 slots = torch.arange(lo, n, device=layer.pos.device) % layer.window
                 if not bool((layer.pos[slots] == torch.arange(lo, n, device=slots.device)).all()):
                     return  # the ring does not hold what it should: store nothing

@@ -83,7 +83,36 @@ class NgramDrafter:
         return []
 
 
-def _widen_rings(cache: KVCache, extra: int) -> None:
+class DraftPolicy:
+    """When to draft and how much, for one sequence: drafts halve after a miss and grow back
+    after full acceptance; after drafts the model wholly rejects, drafting pauses 1, 2, 4 ... 16
+    steps (on free text a wrong draft costs most of a step)."""
+
+    def __init__(self, history: Sequence[int], max_draft: int = 8, min_ngram: int = 3):
+        self.drafter = NgramDrafter(history, min_ngram=min_ngram)
+        self.max_draft = self.limit = max_draft
+        self.pause = self.wait = 0
+
+    def append(self, token: int) -> None:
+        self.drafter.append(token)
+
+    def settle(self, drafted: int, accepted: int) -> None:
+        """After a verify step: `accepted` of the `drafted` tokens were the sampler's choice."""
+        if drafted:
+            full = accepted == drafted
+            self.limit = min(self.max_draft, 2 * self.limit) if full else max(1, accepted + 1)
+            self.pause = min(16, max(1, 2 * self.pause)) if accepted == 0 else 0
+            self.wait = self.pause
+
+    def draft(self, room: int) -> list[int]:
+        """The tokens to verify with the next step (at most `room`; none while paused)."""
+        if self.wait:
+            self.wait -= 1
+            return []
+        return self.drafter.draft(min(self.limit, room))
+
+
+def widen_rings(cache: KVCache, extra: int) -> None:
     """Give every ring layer `extra` slots beyond its window, keeping the keys it holds (each
     at its position's slot in the wider ring). Prefill runs in an ordinary cache first, so that
     it computes exactly what plain decoding's prefill does."""
@@ -101,7 +130,7 @@ def _widen_rings(cache: KVCache, extra: int) -> None:
     cache._native_rows = None  # the native decoder's view of the old layers (rebuilt on use)
 
 
-def _rewind(cache: KVCache, n: int) -> None:
+def rewind(cache: KVCache, n: int) -> None:
     """Drop the last `n` positions: ring slots that hold them are marked empty (full caches
     need nothing: a position past the length is never attended to, and is overwritten)."""
     if n == 0:
@@ -139,12 +168,10 @@ def ngram_generate_step(
     cache = model.new_cache(P + max_tokens)
     tokens = torch.empty(P + max_tokens, dtype=torch.long)
     tokens[:P] = torch.tensor(list(prompt_ids), dtype=torch.long)
-    drafter = NgramDrafter(prompt_ids, min_ngram=min_ngram)
-    limit = max_draft  # drafts shrink after a miss, grow back after full acceptance
-    pause, wait = 0, 0  # after drafts the model wholly rejects, skip 1, 2, 4 ... 16 steps
+    policy = DraftPolicy(prompt_ids, max_draft, min_ngram)
     decoder = model.native_decoder
     rows = prefill(model, prompt_ids, cache)[None]
-    _widen_rings(cache, max_draft)
+    widen_rings(cache, max_draft)
     n, draft = P, []
     while True:
         for i, logits in enumerate(rows):
@@ -152,23 +179,16 @@ def ngram_generate_step(
             tokens[n] = token
             n += 1
             stats.generated += 1
-            drafter.append(token)
+            policy.append(token)
             yield token
             if n == P + max_tokens:
                 return
             if i == len(draft) or token != draft[i]:
                 break
             stats.accepted += 1
-        _rewind(cache, len(draft) - i)  # the drafted tokens after the sampler's own choice
-        if draft:
-            limit = min(max_draft, 2 * limit) if i == len(draft) else max(1, i + 1)
-            pause = min(16, max(1, 2 * pause)) if i == 0 else 0
-            wait = pause
-        if wait:  # free text: a wrong draft costs most of a step
-            wait -= 1
-            draft = []
-        else:
-            draft = drafter.draft(min(limit, P + max_tokens - n - 1))
+        rewind(cache, len(draft) - i)  # the drafted tokens after the sampler's own choice
+        policy.settle(len(draft), i)
+        draft = policy.draft(P + max_tokens - n - 1)
         stats.drafted += len(draft)
         stats.steps += 1
         chunk = torch.tensor([token, *draft], dtype=torch.long)

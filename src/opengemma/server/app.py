@@ -55,6 +55,7 @@ def build_state(config: ServerConfig) -> ServerState:
         config.prefill_chunk,
         sorted(lm.stop_ids),
         config.prefix_cache_bytes,
+        config.speculative,
     )
     model_id = config.model_id or default_model_id(config.model)
     metrics = Metrics(engine, model_id)

@@ -97,6 +97,12 @@ def _watch_engine(server) -> None:
         time.sleep(0.2)
 
 
+def _speculative_method(value: str | None) -> str | None:
+    if value is None or value == "ngram":
+        return value
+    raise typer.BadParameter(f"{value!r} is not a speculative method; use ngram")
+
+
 @app.command()
 @cli_errors
 def main(
@@ -119,6 +125,10 @@ def main(
         512, min=0, help="Memory for cached prompt prefixes (K/V reused by later requests), MiB."
     ),
     no_prefix_cache: bool = typer.Option(False, help="Turn automatic prefix caching off."),
+    speculative: str = typer.Option(
+        None, callback=_speculative_method,
+        help="ngram: prompt-lookup speculative decoding for a request decoding alone (exact).",
+    ),  # fmt: skip
     max_model_len: int = typer.Option(
         None, min=2, help="Longest prompt + completion accepted [default: the model's context]"
     ),
@@ -163,6 +173,7 @@ def main(
         max_queue=max_queue,
         prefill_chunk=prefill_chunk,
         prefix_cache_bytes=0 if no_prefix_cache else prefix_cache_mb << 20,
+        speculative=speculative,
         max_model_len=max_model_len,
         default_max_tokens=default_max_tokens,
         request_timeout=request_timeout,

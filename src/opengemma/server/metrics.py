@@ -34,42 +34,30 @@ class Metrics:
         for name, (doc, read) in live.items():
             gauge = Gauge(f"{p}{name}", doc, ["model_name"], registry=reg)
             gauge.labels(**label).set_function(read)
-        self.prefix_hits = Counter(
-            f"{p}prefix_cache_hit_tokens",
-            "Prompt tokens served from the prefix cache instead of computed.",
-            ["model_name"],
-            registry=reg,
-        )
-        self.http = Counter(
-            f"{p}http_requests",
-            "HTTP requests by route and status code.",
-            ["route", "status"],
-            registry=reg,
-        )
-        self.finished = Counter(
-            f"{p}request_success",
-            "Finished requests by finish reason.",
-            ["model_name", "finished_reason"],
-            registry=reg,
-        )
-        self.guard_blocked = Counter(
-            f"{p}guard_blocked",
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(f"{p}{name}", doc, list(labels), registry=reg)
+
+        model = "model_name"
+        self.prefix_hits = counter(
+            "prefix_cache_hit_tokens",
+            "Prompt tokens served from the prefix cache instead of computed.", model)
+        self.http = counter("http_requests", "HTTP requests by route and status code.",
+                            "route", "status")
+        self.finished = counter("request_success", "Finished requests by finish reason.",
+                                model, "finished_reason")
+        self.guard_blocked = counter(
+            "guard_blocked",
             "Prompts (stage=input) and responses (stage=output) blocked by the policy guard.",
-            ["model_name", "stage"],
-            registry=reg,
-        )
-        self.aborted = Counter(
-            f"{p}num_requests_aborted",
-            "Requests cut short: client disconnect or deadline.",
-            ["model_name", "reason"],
-            registry=reg,
-        )
-        self.prompt_tokens = Counter(
-            f"{p}prompt_tokens", "Prompt tokens processed.", ["model_name"], registry=reg
-        )
-        self.generation_tokens = Counter(
-            f"{p}generation_tokens", "Tokens generated.", ["model_name"], registry=reg
-        )
+            model, "stage")
+        self.aborted = counter("num_requests_aborted",
+                               "Requests cut short: client disconnect or deadline.",
+                               model, "reason")
+        self.drafted = counter("spec_decode_num_draft_tokens",
+                               "Speculative tokens proposed (n-gram drafts).", model)
+        self.accepted = counter("spec_decode_num_accepted_tokens",
+                                "Proposed tokens the sampler chose too.", model)
+        self.prompt_tokens = counter("prompt_tokens", "Prompt tokens processed.", model)
+        self.generation_tokens = counter("generation_tokens", "Tokens generated.", model)
         self.ttft = Histogram(
             f"{p}time_to_first_token_seconds",
             "Arrival to first token.",
@@ -102,6 +90,8 @@ class Metrics:
         self.prompt_tokens.labels(**self.label).inc(handle.prompt_tokens)
         self.prefix_hits.labels(**self.label).inc(handle.cached_tokens)
         self.generation_tokens.labels(**self.label).inc(handle.generated)
+        self.drafted.labels(**self.label).inc(handle.drafted)
+        self.accepted.labels(**self.label).inc(handle.accepted)
         if handle.first_token is not None:
             self.ttft.labels(**self.label).observe(handle.first_token - handle.arrival)
             if handle.finished is not None:

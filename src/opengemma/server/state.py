@@ -27,6 +27,7 @@ class ServerConfig:
     max_queue: int = 64  # requests waiting for a row; beyond: 503 + Retry-After
     prefill_chunk: int = 256  # prompt tokens read between two decode steps
     prefix_cache_bytes: int = 512 << 20  # K/V of prompt prefixes kept for reuse; 0: off
+    speculative: str | None = None  # "ngram": prompt-lookup drafts for a request decoding alone
     max_model_len: int | None = None  # prompt + max_tokens accepted; None: the model's context
     default_max_tokens: int = 1024  # chat completions without max_tokens (capped by context)
     request_timeout: float = 600.0  # per-request deadline from arrival
