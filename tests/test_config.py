@@ -44,6 +44,29 @@ def test_transformers_defaults_are_the_models_they_describe():
     assert GemmaConfig.from_hf(transformers.Gemma2Config().to_dict()) == PRESETS["gemma2-2b"]
 
 
+# The config.json of google/gemma-3-4b-pt and -12b-pt as published: the text_config names only
+# what differs from transformers' Gemma3TextConfig defaults.
+SHORT_FORMS = {
+    "gemma3-4b": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                  "num_hidden_layers": 34, "sliding_window": 1024,
+                  "rope_scaling": {"factor": 8.0, "rope_type": "linear"}},
+    "gemma3-12b": {"hidden_size": 3840, "intermediate_size": 15360, "model_type": "gemma3_text",
+                   "num_attention_heads": 16, "num_hidden_layers": 48, "num_key_value_heads": 8,
+                   "sliding_window": 1024, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SHORT_FORMS))
+def test_a_text_config_that_relies_on_transformers_defaults(name):
+    """Read as written and as transformers fills it in, the short text_config is the preset."""
+    import transformers
+
+    d = {"model_type": "gemma3", "eos_token_id": [1, 106], "text_config": SHORT_FORMS[name]}
+    assert GemmaConfig.from_hf(d) == PRESETS[name]
+    filled = transformers.Gemma3TextConfig(**SHORT_FORMS[name]).to_dict()
+    assert GemmaConfig.from_hf(filled) == PRESETS[name]
+
+
 def test_legacy_hf_fields():
     """transformers 4.x wrote rope_theta / rope_local_base_freq / rope_scaling / pattern."""
     d = {"model_type": "gemma3", "text_config": {

@@ -1,11 +1,9 @@
 """GemmaConfig and the presets: the only place where Gemma 1, 2, 3 and 4 differ.
 
 The model reads fields, never a family name. Every preset's numbers come from the official
-configs (https://huggingface.co/google/<model>/blob/main/config.json), mirrored by the
-`transformers` config classes: gemma-2b, gemma-7b; gemma-2-2b, -9b, -27b; gemma-3-270m,
-gemma-3-1b-pt and the `text_config` of gemma-3-4b-pt, -12b-pt, -27b-pt; the `text_config` of
-gemma-4-E2B-it, -E4B-it, -26B-A4B-it, -31B-it.
-"""
+configs (https://huggingface.co/google/<model>/blob/main/config.json): gemma-2b, -7b; gemma-2-2b,
+-9b, -27b; gemma-3-270m, -1b-pt and the `text_config` of gemma-3-4b-pt, -12b-pt, -27b-pt and of
+gemma-4-E2B-it, -E4B-it, -26B-A4B-it, -31B-it."""
 
 from __future__ import annotations
 
@@ -244,9 +242,7 @@ def _match_preset(family: str, hidden: int, layers: int) -> GemmaConfig | None:
 
 
 def _read_json(source: str | Path) -> dict[str, Any]:
-    path = Path(source)
-    if path.is_dir():
-        path = path / "config.json"
+    path = Path(source) / "config.json" if Path(source).is_dir() else Path(source)
     if not path.is_file():
         raise ConfigError(f"no config.json at {path}; a Hugging Face model directory needs one")
     try:
@@ -257,6 +253,11 @@ def _read_json(source: str | Path) -> dict[str, Any]:
 
 _HF_FAMILY = {"gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gemma3": "gemma3",
               "gemma4_text": "gemma4", "gemma4": "gemma4"}  # fmt: skip
+# transformers' Gemma3TextConfig defaults, which the config.json of Gemma 3 4B, 12B and 27B relies
+# on: it names only what differs (no head counts, vocabulary size or RoPE bases)
+_HF_DEFAULTS = {"gemma3": dict(vocab_size=262_208, num_attention_heads=8, num_key_value_heads=4,
+    head_dim=256, query_pre_attn_scalar=256, sliding_window=4096, rope_theta=1_000_000.0,
+    rope_local_base_freq=10_000.0, max_position_embeddings=131_072)}  # fmt: skip
 
 
 def _hf_layer_types(d: dict[str, Any], family: str, n: int) -> tuple[LayerKind, ...]:
@@ -305,6 +306,7 @@ def _from_hf(d: dict[str, Any]) -> GemmaConfig:
             f"config.json has model_type {d.get('model_type')!r}; opengemma reads "
             f"{', '.join(_HF_FAMILY)} checkpoints"
         )
+    d = {**_HF_DEFAULTS.get(family, {}), **d}
     try:
         n, hidden, heads = d["num_hidden_layers"], d["hidden_size"], d["num_attention_heads"]
         theta, local_theta, scaling = _hf_rope(d, family)
