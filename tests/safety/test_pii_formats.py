@@ -279,3 +279,25 @@ def test_private_key_mentions_and_templates_are_not_keys(rules):
 )  # fmt: skip
 def test_hard_cases(rules, text, type_, found):
     assert values(rules, text, type_) == found
+
+
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("Ik heb Lisa gisteren gebeld.", ["Lisa"]),
+        ("Ho parlato con Giulia ieri sera.", ["Giulia"]),
+        ("Jag träffade Anders igår på jobbet.", ["Anders"]),
+        ("Hablé con Carlos ayer.", ["Carlos"]),  # the model's span "Carlos ayer" is trimmed
+        ("Las rosas son rojas y compré una Rosa en el mercado.", []),  # an article before it
+        ("The office in Austin reported Chrome crashes on Windows.", []),
+        ("Med vänliga hälsningar\nBjörn Andersson", ["Björn Andersson"]),
+    ],
+)
+def test_lone_first_names_and_their_limits(rules, text, names):
+    assert values(rules, text, "PERSON") == names
+
+
+def test_lexicon_reads_names_with_accents():
+    from opengemma.safety.pii_names import first_names
+
+    assert {"Björn", "José", "Łukasz", "Ayşe", "François"} <= first_names()

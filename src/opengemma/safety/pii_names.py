@@ -20,7 +20,7 @@ from typing import Any
 from opengemma.safety.pii_base import LOWER, UPPER, Finding, RuleDetector
 from opengemma.safety.pii_scripts import script_names
 
-_PARTICLE = r"(?:van|der|den|de|del|della|di|da|do|dos|das|du|von|zu|la|le|y|e|bin|ibn|al|ten|ter)"
+_PARTICLE = r"(?:van|der|den|de|del|della|di|da|do|dos|das|du|von|zu|la|le|bin|ibn|al|ten|ter)"
 _NAME_TOKEN = rf"[{UPPER}][{LOWER}'’]+(?:-[{UPPER}][{LOWER}'’]+)?"
 _SURNAMES = rf"(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}){{1,3}}"
 _NAME = rf"{_NAME_TOKEN}(?:{_SURNAMES})?"
@@ -94,6 +94,26 @@ _POSSESSIVE_SIGNATURE = re.compile(
 )
 # "Ahmet Bey", "Ayşe Hanım", "Rajesh ji": an honorific after the name.
 _HONORIFIC_AFTER = re.compile(rf"(?P<name>{_NAME})[ \t]+(?:Bey|Hanım|Hanim|Efendi|ji|Ji)\b")
+# "Ik heb Lisa gisteren gebeld": a frequent first name alone inside a sentence (after a
+# lower-case word that is no article, before no capitalised word).
+_LONE_NAME = re.compile(
+    rf"(?<=[{LOWER}] )(?P<name>{_NAME_TOKEN})(?![ \t]*[{UPPER}\d])(?=[ \t]*(?:[{LOWER},.!?;:)]|$))"
+)
+_ARTICLES = frozenset(  # articles, and prepositions that put a place after them
+    "der die das den dem des ein eine einen einem einer the an le la les un une el los las "
+    "il lo gli os as um uma una uno unos unas het een de del della al au aux zum zur im am vom "
+    "in en nach aus à em na nel nella w we från at near bei".split()
+)
+
+
+def after_article(text: str, start: int) -> bool:
+    """The word before `start` is an article or a place preposition (`die Mark`, `in Austin`):
+    a lone capitalised word after it is a noun or a place, not a person."""
+    words = text[max(0, start - 12) : start].split()
+    return bool(words) and words[-1].lower() in _ARTICLES
+
+
+_LONE_MIN_FREQUENCY = 5  # gender-guesser class 5: about 1 in 30,000 people of a country
 _LEXICON_NAME = re.compile(rf"\b(?P<first>{_NAME_TOKEN})(?P<rest>{_SURNAMES})")
 _SPEAKER = re.compile(rf"(?m)^[ \t]*(?:\[[^\]\n]*\][ \t]*)?(?P<first>{_NAME_TOKEN}):")
 _FIELD_SEP = re.compile(
@@ -167,7 +187,12 @@ COMMON_WORDS = frozenset(
     "Sipariş Kargo Fatura "
     # plural forms of address: "Sehr geehrte Damen und Herren", "Hola a todos"
     "Damen Herren Mesdames Messieurs Señoras Señores Signore Signori Senhoras Senhores Dames "
-    "Heren Team Tutti Todos Todas Alle Everyone All Folks Colleagues Kollegen Collègues".split()
+    "Heren Team Tutti Todos Todas Alle Everyone All Folks Colleagues Kollegen Collègues "
+    # products, platforms and brands a named-entity model takes for people
+    "Chrome Windows Firefox Safari Linux Android Excel Outlook Teams Slack Zoom Docker "
+    "Kubernetes Python Java Amazon Google Apple Microsoft Visa Stripe PayPal Mastercard iPhone "
+    "Samsung Siri Alexa Cortana Jira Confluence GitHub GitLab Ubuntu Debian Oracle "
+    "Tesla Uber Airbnb Netflix Spotify WhatsApp Telegram Signal Gmail Dropbox Notion Figma".split()
 )
 # Endings of abstract and compound nouns that no personal name has (German -heit/-ung...,
 # Romance -tion/-ción, abbreviations such as Rechnungsnr).
@@ -178,22 +203,30 @@ _COMMON_SUFFIXES = (
 
 
 @lru_cache(maxsize=1)
-def first_names() -> frozenset[str]:
-    """The first names of the `gender-guesser` package's dictionary (empty if not installed)."""
+def _name_frequencies() -> dict[str, int]:
+    """First name -> its highest frequency class over the countries of the `gender-guesser`
+    dictionary (1 rare ... 13 very common; UTF-8, columns counted in characters)."""
     try:
         import gender_guesser.detector as gg
     except ImportError:
-        return frozenset()
+        return {}
     path = Path(gg.__file__).parent / "data" / "nam_dict.txt"
-    names = set()
-    with open(path, encoding="latin-1") as fh:
+    names: dict[str, int] = {}
+    with open(path, encoding="utf-8") as fh:
         for line in fh:
-            if line.startswith("#") or len(line) < 30:
+            if line[0] in "#=" or len(line) < 30:
                 continue
             name = line[3:29].strip().replace("+", "-")
+            freq = max((int(c, 16) for c in line[30:-1] if c in "123456789ABCD"), default=0)
             if len(name) > 2 and name.replace("-", "").isalpha():
-                names.add(name)
-    return frozenset(names - COMMON_WORDS - _NOT_NAMES)
+                names[name] = max(freq, names.get(name, 0))
+    return names
+
+
+@lru_cache(maxsize=1)
+def first_names() -> frozenset[str]:
+    """The first names of the `gender-guesser` package's dictionary (empty if not installed)."""
+    return frozenset(set(_name_frequencies()) - COMMON_WORDS - _NOT_NAMES)
 
 
 _NOT_NAMES = frozenset(
@@ -245,6 +278,12 @@ class NameRuleDetector(RuleDetector):
                 out.append(self._hit(start, start + len(stripped), 0.8))
         if not self.lexicon:
             return out
+        freq = _name_frequencies()
+        for m in _LONE_NAME.finditer(text):
+            name = m.group("name")
+            if freq.get(name, 0) >= _LONE_MIN_FREQUENCY and name in self.lexicon:
+                if not after_article(text, m.start()) and not has_common_word(name):
+                    out.append(self._hit(m.start(), m.end(), 0.6))
         for pattern, group in ((_LEXICON_NAME, None), (_SPEAKER, "first"), (_FIELD_SEP, "name")):
             for m in pattern.finditer(text):
                 span = m.group(group) if group else m.group()
