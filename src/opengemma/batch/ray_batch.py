@@ -43,7 +43,7 @@ def run_on_ray(job: BatchJob, chunks: list[Chunk]) -> Iterator[int]:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(ChunkActor, fn_constructor_kwargs={"job": job}, batch_size=1,
                             batch_format="numpy", num_cpus=job.threads,
-                            concurrency=job.workers)  # fmt: skip
+                            compute=ray.data.ActorPoolStrategy(size=job.workers))  # fmt: skip
         try:
             for row in ds.iter_rows():
                 yield int(row["records"])

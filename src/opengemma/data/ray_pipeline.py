@@ -58,6 +58,10 @@ def connect(address: str | None, workers: int) -> tuple[Any, bool]:
         import ray.data
     except ImportError:
         raise ScrubError("--engine ray needs Ray Data: pip install 'opengemma[ray]'") from None
+    # Ray Data narrates every dataset at INFO and warns that its progress bars are off (ours
+    # are on): keep its warnings and errors only
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if ray.is_initialized():
         return ray, False
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
