@@ -18,6 +18,7 @@ from opengemma.kernels import build, cpu, load_variant
 from opengemma.stored_layers import (
     STORED_TYPES,
     StoredBlocks,
+    StoredEmbedding,
     StoredLinear,
     kq_matmul,
     quantize_q8k,
@@ -224,7 +225,7 @@ def test_embedded_model_logits_and_greedy_text_track_the_float_path(embedded):
 
 def _k_quant_model(tmp_path):
     """A tiny Gemma 3 whose widths are multiples of 256: projections as Q4_K and Q6_K blocks
-    (quantized like real weights), the embedding as Q8_0."""
+    (quantized like real weights), the tied embedding as Q6_K (as in wide Q4_K_M files)."""
     from opengemma.native_decode import NativeDecoder
     from opengemma.quantized_layers import quantize_model
     from opengemma.stored_layers import adopt_stored
@@ -240,8 +241,12 @@ def _k_quant_model(tmp_path):
         data = gguf_quantize(mod.weight.detach().numpy(), qtype)
         blocks = StoredBlocks(int(qtype), torch.from_numpy(data), mod.in_features)
         weights[name + ".weight"] = blocks
-    assert adopt_stored(model, weights) == 7 * 7
-    quantize_model(model)
+    table = model.embed_tokens.weight.detach().numpy()
+    weights["embed_tokens.weight"] = StoredBlocks(
+        int(Q.Q6_K), torch.from_numpy(gguf_quantize(table, Q.Q6_K)), table.shape[1])
+    assert adopt_stored(model, weights) == 7 * 7 + 1
+    quantize_model(model)  # nothing left to quantize
+    assert isinstance(model.embed_tokens, StoredEmbedding)
     decoder = NativeDecoder.create(model)
     assert decoder is not None
     return model, decoder
@@ -260,3 +265,19 @@ def test_native_step_on_k_quant_layers_equals_the_pytorch_step(tmp_path):
     for got, want in pairs:
         torch.testing.assert_close(got, want, atol=1e-2 * scale, rtol=0)
         assert got.argmax() == want.argmax()
+
+
+def test_a_stored_embedding_looks_up_decoded_rows_and_projects_with_the_kernel():
+    rng = np.random.default_rng(4)
+    table = rng.standard_normal((40, 512)).astype(np.float32)
+    data = torch.from_numpy(gguf_quantize(table, Q.Q6_K))
+    emb = StoredEmbedding(data, int(Q.Q6_K), 512)
+    rows = torch.from_numpy(gguf.quants.dequantize(data.numpy(), Q.Q6_K))
+    ids = torch.tensor([[3, 39, 0], [7, 7, 1]], dtype=torch.int32)
+    assert torch.equal(emb(ids), rows[ids.long()])
+    x = torch.randn(2, 512)
+    assert torch.equal(emb.attend(x), kq_matmul(x, int(Q.Q6_K), data, 512))
+    from opengemma.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="outside the vocabulary"):
+        emb(torch.tensor([40]))

@@ -38,7 +38,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: str | torch.device
         from opengemma.quantized_layers import quantize_model
         from opengemma.stored_layers import adopt_stored
 
-        adopt_stored(model, stored)  # K-quant blocks as the file stores them
+        adopt_stored(model, stored, dtype)  # blocks as the file stores them
         quantize_model(model, blocks, dtype)
         # the int8 buffers are in place already; everything else comes from the checkpoint
         tensors.update({k: v for k, v in model.state_dict().items() if k not in tensors})

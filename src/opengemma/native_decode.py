@@ -19,7 +19,7 @@ from torch import nn
 from opengemma.kernels import native
 from opengemma.kv_cache import KVCache, SlidingLayerCache
 from opengemma.quantized_layers import Q8Embedding, Q8Linear, token_ids
-from opengemma.stored_layers import StoredLinear
+from opengemma.stored_layers import StoredEmbedding, StoredLinear
 
 _Q8_0 = 8  # ggml type id of Q8Linear's / Q8Embedding's blocks; StoredLinear has its own
 
@@ -132,7 +132,7 @@ class NativeDecoder:
         lib = native()
         if lib is None or model.dtype != torch.float32 or model.device.type != "cpu":
             return None
-        if not isinstance(model.embed_tokens, Q8Embedding):
+        if not isinstance(model.embed_tokens, (Q8Embedding, StoredEmbedding)):
             return None
         for block in model.layers:
             att, mlp = block.self_attn, block.mlp
@@ -142,11 +142,11 @@ class NativeDecoder:
                 return None
         return cls(model, lib)
 
-    def _qw(self, mod: Q8Linear | StoredLinear | Q8Embedding) -> _QW:
+    def _qw(self, mod: Q8Linear | StoredLinear | Q8Embedding | StoredEmbedding) -> _QW:
         self._watch.append((mod, "blocks", mod.blocks, mod.blocks._version))
-        if isinstance(mod, Q8Embedding):
-            return _QW(mod.blocks.data_ptr(), mod.num_embeddings, mod.embedding_dim, _Q8_0)
-        qtype = mod.qtype if isinstance(mod, StoredLinear) else _Q8_0
+        qtype = getattr(mod, "qtype", _Q8_0)  # the stored layers' own block type
+        if isinstance(mod, (Q8Embedding, StoredEmbedding)):
+            return _QW(mod.blocks.data_ptr(), mod.num_embeddings, mod.embedding_dim, qtype)
         return _QW(mod.blocks.data_ptr(), mod.out_features, mod.in_features, qtype)
 
     def _norm(self, norm: nn.Module) -> int | None:

@@ -186,19 +186,56 @@ class StoredLinear(nn.Module):
         return out.view(*x.shape[:-1], self.out_features)
 
 
-def adopt_stored(model: nn.Module, weights: dict[str, StoredBlocks]) -> int:
-    """Replace each nn.Linear whose weight `weights` names (module name + ".weight") by a
-    StoredLinear over those blocks, in place; returns how many were replaced."""
+class StoredEmbedding(nn.Module):
+    """An embedding table in its GGUF blocks (Q6_K in the Q4_K_M files of wide models), that
+    also serves as the tied output projection: rows are decoded as looked up, logits come from
+    the integer kernel (the table is never held in float)."""
+
+    def __init__(self, blocks: torch.Tensor, qtype: int, embedding_dim: int,
+                 dtype: torch.dtype = torch.float32):  # fmt: skip
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = stored_shape(qtype, blocks, embedding_dim)
+        self.qtype, self.dtype = qtype, dtype
+        self.register_buffer("blocks", blocks.contiguous())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        from opengemma.quantized_layers import token_ids
+
+        if ids.device.type != "cpu":
+            raise ValueError(f"stored embeddings are looked up on the CPU; got ids on {ids.device}")
+        flat = token_ids(ids, self.num_embeddings).reshape(-1).contiguous()
+        K = self.embedding_dim
+        rows = torch.empty(flat.numel(), K, dtype=torch.float32)
+        lib = native()
+        if lib is None or lib.gguf_gather(self.qtype, self.blocks.data_ptr(), flat.data_ptr(),
+                                          rows.data_ptr(), flat.numel(), K):  # fmt: skip
+            rows = dequantize_stored(self.qtype, self.blocks[flat], K)
+        return rows.to(self.dtype).reshape(*ids.shape, K)
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits: x (..., d) against every row, float32 (the tied output projection)."""
+        rows = x.reshape(-1, self.embedding_dim)
+        out = kq_matmul(rows, self.qtype, self.blocks, self.embedding_dim)
+        return out.reshape(*x.shape[:-1], self.num_embeddings)
+
+
+def adopt_stored(model: nn.Module, weights: dict[str, StoredBlocks],
+                 dtype: torch.dtype = torch.float32) -> int:  # fmt: skip
+    """Replace each nn.Linear / nn.Embedding whose weight `weights` names (module name +
+    ".weight") by a StoredLinear / StoredEmbedding over those blocks, in place; returns how
+    many were replaced."""
     n = 0
     for prefix, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             key = f"{prefix}.{child_name}.weight" if prefix else f"{child_name}.weight"
             stored = weights.get(key)
-            if stored is None or not isinstance(child, nn.Linear):
+            if stored is None or not isinstance(child, (nn.Linear, nn.Embedding)):
                 continue
-            if (child.out_features, child.in_features) != stored.shape:
+            if tuple(child.weight.shape) != stored.shape:
                 raise ValueError(f"{key}: stored blocks of shape {stored.shape} for a layer of "
-                                 f"{(child.out_features, child.in_features)}")  # fmt: skip
-            setattr(module, child_name, StoredLinear.from_stored(stored))
+                                 f"{tuple(child.weight.shape)}")  # fmt: skip
+            new = (StoredLinear.from_stored(stored) if isinstance(child, nn.Linear) else
+                   StoredEmbedding(stored.data, stored.qtype, stored.in_features, dtype))
+            setattr(module, child_name, new)
             n += 1
     return n

@@ -201,13 +201,14 @@ def load_gguf(
 
 
 def _keeps_stored(name: str, info) -> bool:
-    """Whether a matrix stays in its file's blocks (opengemma.stored_layers): 2-D Q4_K / Q6_K
-    projections. Embedding tables (also the tied output projection) and stacked experts are
-    held as Q8_0 blocks."""
+    """Whether a matrix stays in its file's blocks (opengemma.stored_layers): 2-D Q4_K, Q6_K,
+    Q5_0 and Q4_0 projections, and the token embedding (also the tied output projection).
+    Other embedding tables and stacked experts are held as Q8_0 blocks."""
     from opengemma.stored_layers import STORED_TYPES
 
     module = name.rsplit(".", 1)[0].rsplit(".", 1)[-1]
-    return info.qtype in STORED_TYPES and len(info.shape) == 2 and not module.startswith("embed")
+    matrix = name == "embed_tokens.weight" or not module.startswith("embed")
+    return info.qtype in STORED_TYPES and len(info.shape) == 2 and matrix
 
 
 def _minus_one(x: torch.Tensor) -> torch.Tensor:

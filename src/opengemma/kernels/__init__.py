@@ -147,6 +147,7 @@ SIGNATURES = {  # C function -> (return type, argument types)
     # gguf_blocks.c: GGUF block decoding to float32 / to Q8_0 blocks; 0, or -1 = not native
     "gguf_dequantize": (_it, [_it, _vp, _lg, _lg, _vp, _it]),
     "gguf_to_q8_0": (_it, [_it, _vp, _lg, _lg, _vp, _it]),
+    "gguf_gather": (_it, [_it, _vp, _vp, _vp, _lg, _lg]),
     # kquant.c: Q4_K / Q6_K blocks as stored, activations int8 per 256 (+ sums per 16)
     "q8k_quantize": (None, [_vp, _vp, _vp, _vp, _lg, _lg]),
     "kq_gemv": (_it, [_it, _vp, _vp, _vp, _vp, _vp, _lg, _lg, _lg, _it]),

@@ -30,6 +30,8 @@ void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, 
 void q8_0_gather(const uint8_t *w, const int64_t *ids, float *out, long n_ids, long K);
 int qb_gemv(int type, const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B,
             long N, long K, int nthreads);
+/* gguf_blocks.c */
+int gguf_gather(int type, const uint8_t *w, const int64_t *ids, float *out, long n_ids, long K);
 /* kquant.c */
 void q8k_quantize(const float *x, int8_t *xq, float *xd, int16_t *bs, long rows, long K);
 int kq_gemv(int type, const int8_t *xq, const float *xd, const int16_t *bs, const uint8_t *w,
@@ -264,7 +266,10 @@ int decode_step(const DModel *m, const int64_t *ids, const int64_t *pos, long B,
     sa.bk = (int16_t *)(sa.dk + B * widest / 256);
     sa.q32 = (int8_t *)(sa.bk + B * widest / 16), sa.qk = sa.q32 + B * widest;
 
-    q8_0_gather(m->embed.w, ids, x, B, d);
+    if (m->embed.type == Q8_0)
+        q8_0_gather(m->embed.w, ids, x, B, d);
+    else if (gguf_gather((int)m->embed.type, m->embed.w, ids, x, B, d))
+        return free(buf), free(slots), -2;
     for (long i = 0; i < B * d; i++) x[i] *= m->embed_scale;
 
     for (long l = 0; l < m->n_layers; l++) {

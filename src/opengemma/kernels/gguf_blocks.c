@@ -238,6 +238,16 @@ int gguf_dequantize(int type, const uint8_t *src, long rows, long K, float *out,
     return 0;
 }
 
+/* rows ids[i] of a table of K-value rows of ggml `type` -> out: float [n_ids, K] (embedding
+ * lookups on blocks as stored). Returns 0, or -1 when the type is not decoded here. */
+int gguf_gather(int type, const uint8_t *w, const int64_t *ids, float *out, long n_ids, long K) {
+    long bs, ts;
+    block_size(type, &bs, &ts);
+    if (!bs || K % bs) return -1;
+    for (long i = 0; i < n_ids; i++) decode(type, w + ids[i] * (K / bs * ts), 0, K, out + i * K);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ to Q8_0 blocks */
 
 void q8_0_quantize(const float *x, uint8_t *out, long rows, long K); /* q8.c */

@@ -149,8 +149,10 @@ def check_differentiable(model: nn.Module) -> None:
     give no gradients (its tied output projection in particular), so nothing before them could
     train."""
     from opengemma.quantized_layers import Q8Embedding
+    from opengemma.stored_layers import StoredEmbedding, StoredLinear
 
-    if any(isinstance(m, (Q8Embedding, Q8Linear)) for m in model.modules()):
+    kernels = (Q8Embedding, Q8Linear, StoredEmbedding, StoredLinear)
+    if any(isinstance(m, kernels) for m in model.modules()):
         raise AdapterError(
             "this model was loaded with int8 inference kernels (quant='q8'), which give no "
             "gradients; load it with quant='none' (opengemma.load(..., quant='none')) to "
