@@ -154,6 +154,17 @@ static inline __m256i bit_bytes(uint32_t x) {
     return _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit);
 }
 
+/* a Q5_0 block's fifth bits as 16 in bytes 0..31 */
+static inline __m256i high_bits(const uint8_t *blk) {
+    uint32_t qh;
+    memcpy(&qh, blk + 2, 4);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    return _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(16));
+#else
+    return _mm256_and_si256(bit_bytes(qh), _mm256_set1_epi8(16));
+#endif
+}
+
 /* the 32 int8 weights of a block of type t (as its exact Q8_0 widening holds them) */
 static inline __m256i wvec(int t, const uint8_t *blk) {
     if (t == T_Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
@@ -161,10 +172,29 @@ static inline __m256i wvec(int t, const uint8_t *blk) {
     __m128i q = _mm_loadu_si128((const __m128i *)(blk + (t == T_Q5_0 ? 6 : 2)));
     __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
     if (t == T_Q4_0) return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
-    uint32_t qh;
-    memcpy(&qh, blk + 2, 4);
-    v = _mm256_or_si256(v, _mm256_and_si256(bit_bytes(qh), _mm256_set1_epi8(16)));
-    return _mm256_sub_epi8(v, _mm256_set1_epi8(16));
+    return _mm256_sub_epi8(_mm256_or_si256(v, high_bits(blk)), _mm256_set1_epi8(16));
+}
+
+/* the unsigned values of a Q5_0 / Q4_0 block: 0..31 / 0..15, the weights plus 16 / 8 */
+static inline __m256i wvec_u(int t, const uint8_t *blk) {
+    const __m128i m4 = _mm_set1_epi8(15);
+    __m128i q = _mm_loadu_si128((const __m128i *)(blk + (t == T_Q5_0 ? 6 : 2)));
+    __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+    return t == T_Q4_0 ? v : _mm256_or_si256(v, high_bits(blk));
+}
+
+/* dot32's eight lanes for an offset block: sum of q * x over bytes 4l..4l+3, plus neg (minus
+ * the offset times the sum of those x, once per activation row): the same integers */
+static inline __m256i dot32u(__m256i q, const int8_t *x, __m256i neg) {
+    __m256i xv = _mm256_loadu_si256((const __m256i *)x);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(neg, q, xv);
+#elif defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(neg, q, xv);
+#else
+    return _mm256_add_epi32(neg, _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv),
+                                                   _mm256_set1_epi16(1)));
+#endif
 }
 
 /* sum over one block of x * w as 8 int32 partial sums: |x| * (w * sign(x)) */
@@ -183,6 +213,24 @@ static inline __m256i dot32(__m256i wv, const int8_t *x) {
 #define STEP(acc, j)                                                                      \
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(wvec(t, wr + (j) * tb), xr + (j) * QK)), \
                           _mm256_set1_ps(f16_load(wr + (j) * tb) * xsr[j]), acc)
+#define STEPU(acc, j)                                                                        \
+    acc = _mm256_fmadd_ps(                                                                   \
+        _mm256_cvtepi32_ps(dot32u(wvec_u(t, wr + (j) * tb), xr + (j) * QK,                   \
+                                  _mm256_loadu_si256((const __m256i *)(negr + 8 * (j))))),   \
+        _mm256_set1_ps(f16_load(wr + (j) * tb) * xsr[j]), acc)
+#define ROW(step)                                                                            \
+    do {                                                                                     \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                          \
+        long j = 0;                                                                          \
+        for (; j + 4 <= nb; j += 4) {                                                        \
+            step(a0, j);                                                                     \
+            step(a1, j + 1);                                                                 \
+            step(a2, j + 2);                                                                 \
+            step(a3, j + 3);                                                                 \
+        }                                                                                    \
+        for (; j < nb; j++) step(a0, j);                                                     \
+        out[b * N + n] = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))); \
+    } while (0)
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 /* Several activation rows against each weight block (batched decoding): with the activations
@@ -302,6 +350,16 @@ static inline __attribute__((always_inline)) void gemv(int t, const int8_t *xq, 
         }
     }
 #endif
+#ifdef __AVX2__
+    /* offset types: minus the offset times each 4 activations' sum, once for all weight rows */
+    int32_t stack_neg[2048], *neg = NULL;
+    if (t != T_Q8_0) {
+        neg = B * nb * 8 <= 2048 ? stack_neg : malloc(B * nb * 8 * sizeof(int32_t));
+        for (long i = 0; neg && i < B * nb * 8; i++)
+            neg[i] = -(t == T_Q5_0 ? 16 : 8) *
+                     (xq[4 * i] + xq[4 * i + 1] + xq[4 * i + 2] + xq[4 * i + 3]);
+    }
+#endif
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (long n = 0; n < N; n++) {
         const uint8_t *wr = w + n * nb * tb;
@@ -309,21 +367,19 @@ static inline __attribute__((always_inline)) void gemv(int t, const int8_t *xq, 
             const int8_t *xr = xq + b * K;
             const float *xsr = xs + b * nb;
 #ifdef __AVX2__
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            long j = 0;
-            for (; j + 4 <= nb; j += 4) {
-                STEP(a0, j);
-                STEP(a1, j + 1);
-                STEP(a2, j + 2);
-                STEP(a3, j + 3);
-            }
-            for (; j < nb; j++) STEP(a0, j);
-            out[b * N + n] = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+            const int32_t *negr = neg ? neg + b * nb * 8 : NULL;
+            if (negr)
+                ROW(STEPU);
+            else
+                ROW(STEP);
 #else
             out[b * N + n] = row_dot(t, wr, xr, xsr, nb);
 #endif
         }
     }
+#ifdef __AVX2__
+    if (neg && neg != stack_neg) free(neg);
+#endif
 }
 
 void q8_0_gemv(const int8_t *xq, const float *xs, const uint8_t *w, float *out, long B, long N,
