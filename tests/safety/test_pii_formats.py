@@ -301,3 +301,18 @@ def test_lexicon_reads_names_with_accents():
     from opengemma.safety.pii_names import first_names
 
     assert {"Björn", "José", "Łukasz", "Ayşe", "François"} <= first_names()
+
+
+@pytest.mark.parametrize(
+    "text, type_, found",
+    [
+        ("〒060-0001 北海道札幌市中央区北1条西2丁目1番地", "STREET_ADDRESS",
+         ["〒060-0001 北海道札幌市中央区北1条西2丁目1番地"]),
+        ("地址：台北市信義區信義路五段7號", "STREET_ADDRESS", ["台北市信義區信義路五段7號"]),
+        ("Caro Luca,\nci vediamo domani.\nA presto,\nChiara", "PERSON", ["Luca", "Chiara"]),
+        ("Saludos cordiales,\nJavier Ortega", "PERSON", ["Javier Ortega"]),
+        ("Greetings from Berlin! Talk soon.", "PERSON", []),
+    ],
+)  # fmt: skip
+def test_more_grammar(rules, text, type_, found):
+    assert values(rules, text, type_) == found

@@ -71,6 +71,11 @@ _CLOSING = (
     r"|Serdecznie pozdrawiam|Z wyrazami szacunku|Med vänliga hälsningar|Med vänlig hälsning"
     r"|Vänliga hälsningar|Hälsningar|Mvh|Saygılarımla|Saygılar|Sevgiler|İyi çalışmalar"
     r"|Warm wishes|Many thanks|With thanks|Respectfully|Thanks and regards|Regards and thanks"
+    r"|Best regards|Kind regards|Take care|Talk soon|See you|Love|Hugs|XOXO|Greetings|Ciao"
+    r"|Saludos cordiales|Un cordial saludo|Muchas gracias|Besos|Abrazos|Cordialmente"
+    r"|Hasta luego|Hasta pronto|Mit besten Grüßen|Schöne Grüße|Herzlichst|Alles Gute|Bis bald"
+    r"|Bis dann|LG|VG|MfG|À bientôt|A bientôt|Bonne journée|Bien amicalement|Bises|A presto"
+    r"|A dopo|Un abbraccio|Baci|Tot ziens|Tot snel|Liefs|Até logo|Até breve|Beijos|Bjs"
 )
 _CUE = re.compile(
     rf"(?:\b(?:{_GREETING})[,:]?[ \t]+(?:(?:{_TITLE})\.?[ \t]+){{0,3}}"
