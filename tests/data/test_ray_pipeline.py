@@ -114,6 +114,20 @@ def test_ray_equals_local_on_sharded_corpus(ray_cluster, tmp_path):
     assert not (out / ".opengemma-work").exists()
 
 
+def test_many_dedup_partitions_equal_one(ray_cluster, tmp_path, monkeypatch):
+    """Duplicates meet in their hash partition whatever the partition count (each reducer
+    reads its slice of every shard's key file)."""
+    from opengemma.data import ray_pipeline
+
+    inputs = _corpus(tmp_path / "in", shards=3, per_shard=90)
+    local, lfiles = _run(inputs, tmp_path / "local.jsonl", "local", dedup=True)
+    monkeypatch.setattr(ray_pipeline, "PARTITION_BYTES", 1500)  # about 20 partitions
+    ray_, rfiles = _run(inputs, tmp_path / "ray.jsonl", "ray", dedup=True, preserve_order=True)
+    assert sum(p.stat().st_size for p in inputs) > 15 * 1500
+    _same_report(local, ray_)
+    assert rfiles == lfiles
+
+
 def test_ray_equals_local_on_csv_and_parquet(ray_cluster, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

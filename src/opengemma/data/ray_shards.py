@@ -6,11 +6,13 @@ dies half way and is retried, or a job restarted with `--resume`, rewrites or sk
 and never duplicates a record.
 
 1. `scrub_shard`: read the shard, scrub, decontaminate; stage the surviving records, findings
-   and quarantine entries (pickle stream) and their dedup keys (Parquet: exact hash and MinHash
-   band keys, each with the record's global order key `shard << 32 | row`), one file per
-   hash partition of the keys: the map side of the dedup shuffle.
-2. `reduce_partition` (one task per partition): every key occurrence but the first in input
-   order marks its record as a duplicate (exact key) or near duplicate (a MinHash band).
+   and quarantine entries (pickle stream) and their dedup keys (exact hash and MinHash band
+   keys, each with the record's global order key `shard << 32 | row`) in one file per shard,
+   sorted by hash partition, with the partitions' bounds beside it: the map side of the dedup
+   shuffle (2 files per shard, however many partitions).
+2. `reduce_partition` (one task per partition): reads its slice of every shard's key file
+   (memory-mapped); every key occurrence but the first in input order marks its record as a
+   duplicate (exact key) or near duplicate (a MinHash band).
 3. `finish_shard`: drop the records the dedup shuffle marked, write the output part, findings
    and quarantine parts, with record indices shifted by the shard's offset among all inputs.
 """
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import pickle
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +52,7 @@ from opengemma.data.scrub import Scrubber, ScrubOptions
 FAULT_ENV = "OPENGEMMA_DATA_FAULT"  # test hook: "kill|raise:STAGE:SHARD:AFTER_RECORDS:MARKER"
 EXACT = 0  # `kind` of an exact-duplicate key; MinHash band b has kind b + 1
 ROW_BITS = 32
+KEY_DTYPE = np.dtype([("kind", "u1"), ("key", "<u8"), ("order", "<u8")])  # 17 bytes a key
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,8 @@ def scrub_shard(row: dict[str, Any], task: ShardTask, resume: bool) -> dict[str,
     dedup = Deduplicator() if task.dedup else None
     summary = ShardSummary(shard)
     stage = AtomicFile(staged(task.work, "scrub", shard, ".pkl"))
-    keys: dict[str, list[int]] = {"kind": [], "key": [], "order": []}
+    # 8-byte machine integers, not Python ints: 11 keys per kept record
+    keys = {"kind": array("B"), "key": array("Q"), "order": array("Q")}
     try:
         batch: list[Record] = []
         for rec in read_records([Path(task.inputs[shard])], task.fmt):
@@ -173,7 +178,7 @@ def scrub_shard(row: dict[str, Any], task: ShardTask, resume: bool) -> dict[str,
 
 def _scrub_batch(batch: list[Record], scrubber: Scrubber, decontam: Decontaminator | None,
                  dedup: Deduplicator | None, summary: ShardSummary, fh: Any,
-                 keys: dict[str, list[int]]) -> None:  # fmt: skip
+                 keys: dict[str, array]) -> None:  # fmt: skip
     """Route one chunk as the local pipeline's `_Run.handle` does, deferring dedup."""
     if not batch:
         return
@@ -205,7 +210,7 @@ def _scrub_batch(batch: list[Record], scrubber: Scrubber, decontam: Decontaminat
         pickle.dump(("r", rec.index, rec.line, rec.raw, out.value, out.changed), fh)
 
 
-def _add_keys(keys: dict[str, list[int]], dedup: Deduplicator, text: str, row: int) -> None:
+def _add_keys(keys: dict[str, array], dedup: Deduplicator, text: str, row: int) -> None:
     norm = normalize(text)
     exact = hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest()
     found = [exact] + (dedup.band_keys(norm) if dedup.near else [])
@@ -221,19 +226,25 @@ def partition_of(kind: np.ndarray, key: np.ndarray, parts: int) -> np.ndarray:
     return (mixed % np.uint64(parts)).astype(np.int64)
 
 
-def _write_keys(task: ShardTask, shard: int, keys: dict[str, list[int]]) -> None:
-    """The map side of the dedup shuffle: this shard's keys, one file per hash partition."""
-    kind = np.asarray(keys["kind"], np.uint8)
-    key = np.asarray(keys["key"], np.uint64)
-    order = (np.uint64(shard) << np.uint64(ROW_BITS)) | np.asarray(keys["order"], np.uint64)
+def _write_keys(task: ShardTask, shard: int, keys: dict[str, array]) -> None:
+    """The map side of the dedup shuffle: this shard's keys sorted by hash partition
+    (`NNNNN.keys.npy`) and where each partition starts (`NNNNN.bounds.npy`, parts + 1)."""
+    kind = np.frombuffer(keys["kind"], np.uint8)
+    key = np.frombuffer(keys["key"], np.uint64)
     part = partition_of(kind, key, task.parts)
-    for p in range(task.parts):
-        sel = part == p
-        folder = Path(task.work) / "keys" / f"{p:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        out = AtomicFile(folder / f"{shard:05d}.npz")
+    idx = np.argsort(part, kind="stable")
+    rows = np.empty(len(idx), KEY_DTYPE)
+    rows["kind"], rows["key"] = kind[idx], key[idx]
+    rows["order"] = (np.uint64(shard) << np.uint64(ROW_BITS)) | np.frombuffer(
+        keys["order"], np.uint64
+    )[idx]
+    bounds = np.searchsorted(part[idx], np.arange(task.parts + 1)).astype(np.int64)
+    folder = Path(task.work) / "keys"
+    folder.mkdir(exist_ok=True)
+    for name, data in ((f"{shard:05d}.bounds.npy", bounds), (f"{shard:05d}.keys.npy", rows)):
+        out = AtomicFile(folder / name)
         try:
-            np.savez(out.fh, kind=kind[sel], key=key[sel], order=order[sel])
+            np.save(out.fh, data)
             out.commit()
         except BaseException:
             out.abort()
@@ -332,14 +343,16 @@ def reduce_partition(row: dict[str, Any], work: str) -> dict[str, Any]:
     keys from every shard, save the dropped (order, kind) rows sorted by order (a retried
     task writes the same file again); returns how many."""
     p = int(row["part"])
-    cols: dict[str, list[np.ndarray]] = {"kind": [], "key": [], "order": []}
-    for path in sorted((Path(work) / "keys" / f"{p:05d}").glob("*.npz")):
-        with np.load(path) as z:
-            for k in cols:
-                cols[k].append(z[k])
-    if not cols["order"]:
+    slices = []
+    folder = Path(work) / "keys"
+    for path in sorted(folder.glob("*.keys.npy")) if folder.is_dir() else []:
+        bounds = np.load(path.with_name(path.name.replace(".keys.", ".bounds.")))
+        rows = np.load(path, mmap_mode="r")  # only this partition's slice is read
+        slices.append(np.array(rows[bounds[p] : bounds[p + 1]]))
+    if not slices or not sum(len(x) for x in slices):
         return {"part": p, "dropped": 0}
-    later = first_only({k: np.concatenate(v) for k, v in cols.items()})
+    keys = np.concatenate(slices)
+    later = first_only({k: keys[k] for k in ("kind", "key", "order")})
     idx = np.argsort(later["order"], kind="stable")
     out = AtomicFile(Path(work) / "drops" / f"{p:05d}.npz")
     try:
