@@ -316,3 +316,17 @@ def test_lexicon_reads_names_with_accents():
 )  # fmt: skip
 def test_more_grammar(rules, text, type_, found):
     assert values(rules, text, type_) == found
+
+
+def test_names_in_table_columns(rules):
+    text = (
+        "customer_id,first_name,last_name,phone,city\n"
+        "1001,Hans,Becker,+49 89 1234567,München\n1002,Marie,Laurent,+33 1 42 68 53 00,Paris"
+    )
+    assert values(rules, text, "PERSON") == ["Hans", "Becker", "Marie", "Laurent"]
+    assert values(rules, "id;product;city\n1;Blue Vase;Paris", "PERSON") == []
+
+
+def test_url_userinfo_is_not_an_email(rules):
+    text = "SENTRY_DSN=https://abc123def456@o12345.ingest.sentry.io/678"
+    assert values(rules, text, "EMAIL") == []

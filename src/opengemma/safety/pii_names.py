@@ -249,6 +249,38 @@ def has_common_word(span: str) -> bool:
     return False
 
 
+_NAME_COLUMN = re.compile(
+    r"(?i)^(?:full_?name|name|first_?name|last_?name|given_?name|family_?name|surname|"
+    r"vorname|nachname|nombre|apellidos?|pr[ée]nom|nom|nome|cognome|sobrenome|voornaam"
+    r"|achternaam|naam|imi[ęe]|nazwisko|f[öo]rnamn|efternamn|ad|soyad|customer|contact"
+    r"|author|owner|employee|patient|recipient|sender)$"
+)
+_CELL_NAME = re.compile(rf"{_NAME}")
+
+
+def table_names(text: str) -> list[tuple[int, int]]:
+    """Cells under a name column of a delimited table (`first_name,last_name` header, then
+    `Hans,Becker`): (start, end) of each cell value that is written like a name."""
+    lines = text.split("\n")
+    header = lines[0]
+    delim = max(",;\t|", key=header.count)
+    if header.count(delim) == 0:
+        return []
+    cols = [i for i, c in enumerate(header.split(delim)) if _NAME_COLUMN.match(c.strip(' "'))]
+    out, pos = [], len(header) + 1
+    for line in lines[1:]:
+        cells, start = line.split(delim), pos
+        pos += len(line) + 1
+        if not cols or len(cells) != header.count(delim) + 1:
+            continue
+        for i, cell in enumerate(cells):
+            value = cell.strip(' "')
+            if i in cols and _CELL_NAME.fullmatch(value) and not has_common_word(value):
+                s = start + sum(len(c) + 1 for c in cells[:i]) + cell.index(value)
+                out.append((s, s + len(value)))
+    return out
+
+
 class NameRuleDetector(RuleDetector):
     """PERSON from cue words, signatures, a first-name lexicon and one-name-per-cell rows."""
 
@@ -271,6 +303,8 @@ class NameRuleDetector(RuleDetector):
             if not has_common_word(m.group("name"))
         ]
         out += [self._hit(s, e, 0.7) for s, e in script_names(text)]
+        if "\n" in text:
+            out += [self._hit(s, e, 0.75) for s, e in table_names(text)]
         out += [
             self._hit(m.start("name"), m.end("name"), 0.7)
             for m in _POSSESSIVE_SIGNATURE.finditer(text)

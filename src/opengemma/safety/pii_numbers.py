@@ -44,6 +44,7 @@ class EmailDetector(RuleDetector):
                 self._hit(m.start(), m.end(), 0.99)
                 for m in self._re.finditer(text)
                 if not self._ssh_remote.match(text, m.end())
+                and not text.endswith("://", 0, m.start())  # https://key@host: a URL, not mail
             ]
         if "at)" in text or "at]" in text:
             out += [self._hit(m.start(), m.end(), 0.8) for m in self._obfuscated.finditer(text)]
