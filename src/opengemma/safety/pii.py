@@ -157,8 +157,10 @@ class Scanner:
         fields = fields if fields is not None else [""] * len(texts)
         found: list[list[Finding]] = [[] for _ in texts]
         for det in self.detectors:
+            every = det.types <= self.types  # no finding of this detector needs filtering
             for i, hits in enumerate(det.detect(texts, fields)):
-                found[i].extend(h for h in hits if h.type in self.types)
+                if hits:
+                    found[i].extend(hits if every else (h for h in hits if h.type in self.types))
         found = [resolve_overlaps(f) if len(f) > 1 else f for f in found]
         for det in self.second:  # sees what the detectors found; adds what they missed
             for i, hits in enumerate(det.second_pass(texts, found)):
