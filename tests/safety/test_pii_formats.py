@@ -330,3 +330,21 @@ def test_names_in_table_columns(rules):
 def test_url_userinfo_is_not_an_email(rules):
     text = "SENTRY_DSN=https://abc123def456@o12345.ingest.sentry.io/678"
     assert values(rules, text, "EMAIL") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "12 rue de Rivoli 75001 Paris",
+        "Via Roma n. 10, 00184 Roma",
+        "c/ Mayor, 5, 28013 Madrid",
+        "Hauptstraße 5a\nD-10115 Berlin",
+        "Bahnhofstrasse 10, CH-8001 Zürich",
+        "Kerkstraat 12-II, 1017 GC Amsterdam",
+        "123 Main St Apt 4B, Springfield, IL 62701",
+        "45 Rue Sainte-Catherine, 33000 Bordeaux",
+        "Leopoldstraße 44 • 80802 München",
+    ],
+)
+def test_whole_address_lines(rules, text):
+    assert values(rules, text, "STREET_ADDRESS") == [text]

@@ -36,7 +36,10 @@ _PARTICLES = r"(?:am|an|der|den|de|del|la|le|les|sur|sous|di|do|da|das|dos|im|in
 # City words carry no full stop except in St. / Mt. (so "Torino. Il mio" ends at Torino).
 _CWORD = rf"(?:(?:St|Ste|Sta|Sto|Mt|Ft)\.|[{UPPER}][\w'’-]*)"
 _CITY = rf"{_CWORD}(?:[ \t]+(?:{_PARTICLES}[ \t]+){{0,2}}{_CWORD}){{0,3}}(?:[ \t]*/[ \t]*{_CWORD})?"
-_SEP = r"(?:[ \t]*,[ \t]*(?:\n[ \t]*)?|[ \t]*\n[ \t]*|[ \t]+-[ \t]+|[ \t]+in[ \t]+(?=\d))"
+_SEP = (
+    r"(?:[ \t]*,[ \t]*(?:\n[ \t]*)?|[ \t]*\n[ \t]*|[ \t]+-[ \t]+|[ \t]+in[ \t]+(?=\d)"
+    r"|[ \t]*[•·|][ \t]*|[ \t]+(?=(?:[A-Z]{1,2}-)?\d{4,5}[ \t]+[A-Z]))"  # 12 rue X 75001 Paris
+)
 _UNIT = (
     r"(?i:apt\.?|apartment|apto\.?|suite|ste\.?|unit|flat|floor|fl\.?|room|rm\.?|piso|puerta"
     r"|bus|scala|interno|andar|sala|bloco|esc\.?)[ \t]*[\w-]+|\d{1,2}\.?[º°ª][ \t]?(?:[A-Z]\b|"
@@ -50,13 +53,15 @@ _POST_BEFORE_CITY = (
 _US_STATE = r"(?:[A-Z]{2})"
 _UK_POST = r"(?:[A-Z]{1,2}\d[A-Z\d]?[ \t]*\d[A-Z]{2})"
 _POSTSEG = (
-    rf"(?:{_POST_BEFORE_CITY}[ \t]+{_CITY}"
+    rf"(?:(?:[A-Z]{{1,2}}-)?{_POST_BEFORE_CITY}[ \t]+{_CITY}"  # D-10115, CH-8001
     rf"|{_CITY},?[ \t]+(?:{_US_STATE}[ \t]+\d{{5}}(?:-\d{{4}})?|{_UK_POST}|{_POST_BEFORE_CITY})"
     rf"|{_CITY}(?:[ \t]+-[ \t]+|[ \t]*/[ \t]*)[A-Z]{{2}},?[ \t]+(?:CEP:?[ \t]*)?\d{{5}}-\d{{3}}"
     r"|CEP:?[ \t]*\d{5}-?\d{3}|[1-8]\d{5}(?!\d))"
 )
 _CITY_SEG = rf"{_CITY}(?:[ \t]*/[ \t]*[A-Z]{{2}})?"  # São Paulo/SP
-_TAIL = re.compile(rf"(?:{_SEP}(?:{_UNIT}))?(?:{_SEP}{_CITY_SEG}){{0,2}}?{_SEP}(?:{_POSTSEG})\b")
+_TAIL = re.compile(
+    rf"(?:(?:{_SEP}|[ \t]+)(?:{_UNIT}))?(?:{_SEP}{_CITY_SEG}){{0,2}}?{_SEP}(?:{_POSTSEG})\b"
+)
 _UNIT_TAIL = re.compile(rf"{_SEP}(?:{_UNIT})")
 
 _ROMANCE_OF = r"(?:de|del|de la|de los|de las|da|do|dos|das|di|della|dei|delle|degli)"
@@ -72,7 +77,7 @@ _STREETS = (
     r"|ring|damm|ufer|chaussee|steig|pfad|straat|laan|plein|gracht|kade|singel|dreef"
     r"|baan|hof|dijk|markt|steeg|boulevard|park|gatan|vägen|gränd|torget|stigen|backen|allén"
     r"|leden|gata|gate|gaten|gade|vej|veien|vegen|torv)[ \t]+\d{1,5}[a-zA-Z]?"
-    r"(?:[-/]\d{1,4}[a-z]?)?\b",
+    r"(?:[-/](?:\d{1,4}[a-z]?|I{1,3}V?|hs|[A-Za-z]))?\b",  # Kerkstraat 12-II
     # ul. Marszałkowska 84/92 m. 15 (PL)
     rf"\b(?:ul\.|ulica|al\.|aleja|Aleje|pl\.|plac|os\.|osiedle)[ \t]+{_CAP}(?:[ \t]+{_CAP}){{0,3}}"
     r"[ \t]+\d{1,5}[a-zA-Z]?(?:/\d{1,4}[a-zA-Z]?)?(?:[ \t]+(?:m\.|lok\.)[ \t]*\d{1,4})?",
@@ -81,16 +86,16 @@ _STREETS = (
     r"(?:Caddesi|Cad\.|Cd\.|Sokağı|Sokak|Sok\.|Sk\.|Bulvarı|Blv\.|Bulvar)[ \t,]*No[:.]?[ \t]*"
     r"\d{1,5}(?:/\d{1,4})?[A-Z]?(?:[ \t,]*(?:D|Daire|Kat)[:.]?[ \t]*\d{1,4})*",
     # 23, rue Victoire Perrier / 12 bis, avenue de la République
-    r"(?:\b\d{1,5}(?:\s?(?:bis|ter))?,?[ \t]+(?:rue|avenue|av\.|boulevard|bd|chemin|place"
+    r"(?:\b\d{1,5}(?:\s?(?:bis|ter))?,?[ \t]+(?i:rue|avenue|av\.|boulevard|bd|chemin|place"
     r"|impasse|all[ée]e|quai|route|cours|passage|square)|\b(?:rue|avenue|boulevard|chemin"
     r"|impasse|all[ée]e|quai))[ \t]+(?:(?:de|du|des|la|le|l'|d')"
     rf"[ \t]*)*{_CAP}(?:[ \t]+{_CAP}){{0,3}}",
     # Calle de Alcalá 145 / Via Roma, 12 / Rua das Laranjeiras, 245 / Piazza del Duomo 4
-    r"\b(?:Calle|C/|C\.|Vial|Canale|Avenida|Avda\.?|Av\.|Paseo|Plaza|Pasaje|Camino|Carrera"
+    r"\b(?:Calle|[Cc]/|C\.|Vial|Canale|Avenida|Avda\.?|Av\.|Paseo|Plaza|Pasaje|Camino|Carrera"
     r"|Ronda|Rambla|Cañada|Travesía|Urbanización|Acceso|Cuesta|Vía|Glorieta|Carretera|Callejón"
     r"|Via|Viale|Piazza|Piazzale|Corso|Vicolo|Largo|Strada|Contrada|Borgo|Rua|Travessa"
     rf"|Alameda|Praça|Largo|Estrada|Rodovia)[ \t]+(?:{_ROMANCE_OF}[ \t]+)?{_CAP}"
-    rf"(?:[ \t]+(?:{_ROMANCE_OF}[ \t]+)?{_CAP}){{0,3}},?[ \t]+(?:n\.?[º°o]\.?[ \t]*)?"
+    rf"(?:[ \t]+(?:{_ROMANCE_OF}[ \t]+)?{_CAP}){{0,3}},?[ \t]+(?:n\.?[º°o]?\.?[ \t]*)?"
     r"\d{1,5}\b",
 )
 _STREET = re.compile("|".join(f"(?:{p})" for p in _STREETS))
@@ -166,7 +171,8 @@ def postcode_ok(code: str, state: str | None = None) -> bool:
 
 def _tail_ok(tail: str) -> bool:
     """The postcode at the end (or start of the last segment) of a tail passes its check."""
-    last = re.split(r"[,\n]|[ \t]-[ \t]|[ \t]in[ \t]", tail.rstrip())[-1].strip()
+    last = re.split(r"[,\n•·|]|[ \t]-[ \t]|[ \t]in[ \t]", tail.rstrip())[-1].strip()
+    last = re.sub(r"^[A-Z]{1,2}-(?=\d)", "", last)  # D-10115 Berlin, CH-8001 Zürich
     m = re.search(r"\b([A-Z]{2})[ \t]+(\d{5}(?:-\d{4})?)$", tail)
     if m:
         return postcode_ok(m[2], m[1])
