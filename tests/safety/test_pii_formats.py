@@ -348,3 +348,8 @@ def test_url_userinfo_is_not_an_email(rules):
 )
 def test_whole_address_lines(rules, text):
     assert values(rules, text, "STREET_ADDRESS") == [text]
+
+
+def test_ip_after_a_word_ending_in_ver(rules):
+    assert values(rules, "server 172.16.254.1:8080", "IP_ADDRESS") == ["172.16.254.1"]
+    assert values(rules, "version 10.2.0.1 released", "IP_ADDRESS") == []

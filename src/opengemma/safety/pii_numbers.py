@@ -151,7 +151,7 @@ class IpAddressDetector(RuleDetector):
         r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}"
         r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])"
     )
-    _version = re.compile(r"(?i)(?:version|ver\.?|release|build|v)\s*$")
+    _version = re.compile(r"(?i)\b(?:version|ver\.?|release|build|v)\s*$")  # not "server"
 
     def find(self, text: str, field: str) -> list[Finding]:
         out = []
