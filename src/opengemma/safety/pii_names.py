@@ -197,7 +197,12 @@ COMMON_WORDS = frozenset(
     "Chrome Windows Firefox Safari Linux Android Excel Outlook Teams Slack Zoom Docker "
     "Kubernetes Python Java Amazon Google Apple Microsoft Visa Stripe PayPal Mastercard iPhone "
     "Samsung Siri Alexa Cortana Jira Confluence GitHub GitLab Ubuntu Debian Oracle "
-    "Tesla Uber Airbnb Netflix Spotify WhatsApp Telegram Signal Gmail Dropbox Notion Figma".split()
+    "Tesla Uber Airbnb Netflix Spotify WhatsApp Telegram Signal Gmail Dropbox Notion Figma "
+    "Redis Postgres PostgreSQL MySQL Kafka Spark Hadoop Airflow Terraform Ansible Nginx Apache "
+    "Grafana Prometheus Elasticsearch Kibana Jupyter Pandas NumPy React Angular Vue Django Flask "
+    # holidays and wishes
+    "Merry Christmas Happy Birthday Easter Halloween Weihnachten Ostern Noël Navidad Natale "
+    "Pascua Páscoa Kerstmis Pasen".split()
 )
 # Endings of abstract and compound nouns that no personal name has (German -heit/-ung...,
 # Romance -tion/-ción, abbreviations such as Rechnungsnr).
@@ -319,7 +324,9 @@ class NameRuleDetector(RuleDetector):
             return out
         freq = _name_frequencies()
         for m in _LONE_NAME.finditer(text):
-            name = m.group("name")
+            name, prev = m.group("name"), text[max(0, m.start() - 30) : m.start()].split()
+            if prev and prev[-1][0].isupper():  # "Big Ben": part of a capitalised phrase
+                continue
             if freq.get(name, 0) >= _LONE_MIN_FREQUENCY and name in self.lexicon:
                 if not after_article(text, m.start()) and not has_common_word(name):
                     out.append(self._hit(m.start(), m.end(), 0.6))
