@@ -210,6 +210,9 @@ _BIRTH = re.compile(
 )
 
 
+_DATE_LOWER = re.compile(_DATE.pattern.removeprefix("(?i)"))  # for lower-cased ASCII text
+
+
 class DateOfBirthDetector(RuleDetector):
     """A date with birth context in the 48 characters before it, or in a birth-named field."""
 
@@ -220,7 +223,10 @@ class DateOfBirthDetector(RuleDetector):
             return []
         out, prev_end = [], 0
         field_says = bool(_BIRTH.search(field.rsplit(".", 1)[-1]))
-        for m in _DATE.finditer(text):
+        # ASCII text: the case-sensitive expression over the lower-cased text finds the same
+        # spans as the case-insensitive one, in about half the time
+        dates = _DATE_LOWER.finditer(text.lower()) if text.isascii() else _DATE.finditer(text)
+        for m in dates:
             window = text[max(prev_end, m.start() - 48) : m.start()]
             if field_says or _BIRTH.search(window):
                 out.append(self._hit(m.start(), m.end(), 0.85))
