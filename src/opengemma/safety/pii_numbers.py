@@ -11,6 +11,10 @@ import re
 
 from opengemma.safety.pii_base import Finding, RuleDetector, before
 
+# Expressions that would start with a look-behind start with their first character instead and
+# look behind it (`\d(?<![\w-]\d)` for `(?<![\w-])\d`): the same matches, and Python's `re`
+# then skips to candidate characters instead of trying the look-behind at every position.
+
 
 def luhn_ok(digits: str) -> bool:
     """True when a digit string passes the Luhn checksum."""
@@ -53,7 +57,7 @@ class EmailDetector(RuleDetector):
 
 class CreditCardDetector(RuleDetector):
     name, types = "credit-card", frozenset({"CREDIT_CARD"})
-    _re = re.compile(r"(?<![\w+-])\d(?:[ -]?\d){11,18}(?![\w])")  # "+49151..." is a phone
+    _re = re.compile(r"\d(?<![\w+-]\d)(?:[ -]?\d){11,18}(?![\w])")  # "+49151..." is a phone
 
     @staticmethod
     def brand_ok(d: str) -> bool:
@@ -107,7 +111,7 @@ class IbanDetector(RuleDetector):
     name, types = "iban", frozenset({"IBAN"})
     _re = re.compile(r"(?<![A-Za-z0-9])(?:[A-Z]{2}|[a-z]{2})\d{2}(?:[ -]?[A-Za-z0-9]){11,30}")
     # Polish NRB: the PL IBAN without its country code (2 check digits + 24), same mod-97 check
-    _nrb = re.compile(r"(?<![\w-])\d{2}(?:[ -]?\d{4}){6}(?![\w-])")
+    _nrb = re.compile(r"\d(?<![\w-]\d)\d(?:[ -]?\d{4}){6}(?![\w-])")
 
     def find(self, text: str, field: str) -> list[Finding]:
         out = []
@@ -129,7 +133,7 @@ class IbanDetector(RuleDetector):
 
 class SsnDetector(RuleDetector):
     name, types = "us-ssn", frozenset({"US_SSN"})
-    _re = re.compile(r"(?<![\w-])(\d{3})([- ]?)(\d{2})\2(\d{4})(?![\w-])")
+    _re = re.compile(r"(\d(?<![\w-]\d)\d{2})([- ]?)(\d{2})\2(\d{4})(?![\w-])")
     _context = re.compile(r"(?i)\b(?:ssn|social security|soc\.? ?sec)")
 
     def find(self, text: str, field: str) -> list[Finding]:
@@ -146,7 +150,7 @@ class SsnDetector(RuleDetector):
 
 class IpAddressDetector(RuleDetector):
     name, types = "ip-address", frozenset({"IP_ADDRESS"})
-    _v4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
+    _v4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\w|\.\d)")
     _v6 = re.compile(
         r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}"
         r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])"
