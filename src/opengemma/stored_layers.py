@@ -1,4 +1,4 @@
-"""Linear layers on GGUF blocks kept exactly as the file stores them (Q4_K, Q6_K, Q5_0, Q4_0).
+"""Linear layers on GGUF blocks kept exactly as the file stores them (Q4_K/Q5_K/Q6_K, Q5_0/Q4_0).
 
 A Q4_K_M file's matrices are mostly Q4_K (4.5 bits a weight) and Q6_K (6.6 bits), with Q5_0
 (5.5 bits) where a row is not a multiple of 256 long. Widened to Q8_0 blocks (8.5 bits) they
@@ -24,8 +24,8 @@ from opengemma.kernels import native
 
 QK_K = 256
 # ggml type id -> (name, weights per block, bytes per block)
-STORED_TYPES = {12: ("Q4_K", 256, 144), 14: ("Q6_K", 256, 210), 6: ("Q5_0", 32, 22),
-                2: ("Q4_0", 32, 18)}  # fmt: skip
+STORED_TYPES = {12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
+                6: ("Q5_0", 32, 22), 2: ("Q4_0", 32, 18)}  # fmt: skip
 GEMV_MAX_ROWS = 16  # up to this many activation rows use the integer kernel (as Q8Linear)
 
 

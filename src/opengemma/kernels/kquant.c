@@ -4,6 +4,8 @@
  * scales and eight 6-bit mins, 128 bytes of 4-bit values; weight = d * sc * q - dmin * m per
  * sub-block of 32) and Q6_K (210 bytes per 256: 128 bytes of low nibbles, 64 of high bit pairs,
  * sixteen int8 scales, float16 d; weight = d * sc * (q - 32) per run of 16), row after row.
+ * Q5_K (176 bytes) is Q4_K with a fifth bit per weight (32 bytes of bit planes before the
+ * nibbles), computed by the same code.
  *
  * Activations are quantized per super-block of 256 values (as llama.cpp's Q8_K): one float
  * scale dx = amax / 127, int8 values, and the sum of every 16 of them (which carries the mins
@@ -28,7 +30,8 @@
 #define QK_K 256
 #define Q4K_BYTES 144
 #define Q6K_BYTES 210
-enum { Q4_K = 12, Q6_K = 14 };
+#define Q5K_BYTES 176
+enum { Q4_K = 12, Q5_K = 13, Q6_K = 14 };
 
 static inline float f16_at(const uint8_t *p) {
     uint16_t h;
@@ -92,15 +95,32 @@ static inline int32_t hsum_i32(__m256i v) {
 }
 #endif
 
-/* sum_j sc_j * (4-bit values of sub-block j . x over its 32 values): exact int32 */
-static inline int32_t q4k_dot(const uint8_t *qs, const int8_t *x, const uint8_t sc[8]) {
+#if defined(__AVX2__)
+/* bit k of each byte of h, as 16 (Q5_K's fifth bit of sub-block k) */
+static inline __m256i bit16(__m256i h, int k) {
+    __m256i b = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(k)), _mm256_set1_epi8(1));
+    return _mm256_slli_epi16(b, 4);
+}
+#endif
+
+/* sum_j sc_j * (4-bit values of sub-block j . x over its 32 values): exact int32; with qh
+ * (Q5_K) each value has bit j of qh[l] as its fifth bit */
+static inline int32_t q4k_dot(const uint8_t *qs, const uint8_t *qh, const int8_t *x,
+                              const uint8_t sc[8]) {
+#if defined(__AVX2__)
+    const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+#endif
 #if defined(__AVX512BW__)
     const __m256i m4 = _mm256_set1_epi8(15);
     __m512i acc = _mm512_setzero_si512();
     for (int i = 0; i < 4; i++) { /* values 64i .. 64i + 63: low nibbles, then high ones */
         __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * i));
-        __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q, m4)),
-                                       _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), 1);
+        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (qh) {
+            lo = _mm256_or_si256(lo, bit16(hv, 2 * i));
+            hi = _mm256_or_si256(hi, bit16(hv, 2 * i + 1));
+        }
+        __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
         __m512i p = _mm512_maddubs_epi16(w, _mm512_loadu_si512((const void *)(x + 64 * i)));
         __m512i s = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(sc[2 * i]),
                                             _mm512_set1_epi16(sc[2 * i + 1]));
@@ -113,6 +133,10 @@ static inline int32_t q4k_dot(const uint8_t *qs, const int8_t *x, const uint8_t 
     for (int i = 0; i < 4; i++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * i));
         __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (qh) {
+            lo = _mm256_or_si256(lo, bit16(hv, 2 * i));
+            hi = _mm256_or_si256(hi, bit16(hv, 2 * i + 1));
+        }
         __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(x + 64 * i)));
         __m256i phi =
             _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 64 * i + 32)));
@@ -125,8 +149,10 @@ static inline int32_t q4k_dot(const uint8_t *qs, const int8_t *x, const uint8_t 
     for (int i = 0; i < 4; i++) {
         int32_t lo = 0, hi = 0;
         for (int l = 0; l < 32; l++) {
-            lo += (qs[32 * i + l] & 15) * x[64 * i + l];
-            hi += (qs[32 * i + l] >> 4) * x[64 * i + 32 + l];
+            int h0 = qh ? ((qh[l] >> (2 * i)) & 1) << 4 : 0;
+            int h1 = qh ? ((qh[l] >> (2 * i + 1)) & 1) << 4 : 0;
+            lo += ((qs[32 * i + l] & 15) | h0) * x[64 * i + l];
+            hi += ((qs[32 * i + l] >> 4) | h1) * x[64 * i + 32 + l];
         }
         sum += sc[2 * i] * lo + sc[2 * i + 1] * hi;
     }
@@ -203,15 +229,17 @@ static inline int32_t q6k_dot(const uint8_t *blk, const int8_t *x, const int8_t 
 #endif
 }
 
-/* one weight row against one activation row: super-block by super-block, in order */
-static float q4k_row(const uint8_t *w, const int8_t *x, const float *xd, const int16_t *bs,
-                     long ns) {
+/* one weight row against one activation row: super-block by super-block, in order (Q4_K, or
+ * Q5_K when five) */
+static inline __attribute__((always_inline)) float q4k_row(int five, const uint8_t *w,
+        const int8_t *x, const float *xd, const int16_t *bs, long ns) {
     float acc = 0.0f;
     for (long s = 0; s < ns; s++) {
-        const uint8_t *blk = w + s * Q4K_BYTES;
+        const uint8_t *blk = w + s * (five ? Q5K_BYTES : Q4K_BYTES);
         uint8_t sc[8], mn[8];
         q4k_scales(blk + 4, sc, mn);
-        int32_t a = q4k_dot(blk + 16, x + s * QK_K, sc), m = 0;
+        const uint8_t *qs = blk + (five ? 48 : 16), *qh = five ? blk + 16 : NULL;
+        int32_t a = q4k_dot(qs, qh, x + s * QK_K, sc), m = 0;
         for (int j = 0; j < 8; j++) m += mn[j] * (bs[16 * s + 2 * j] + bs[16 * s + 2 * j + 1]);
         float dd = f16_at(blk) * xd[s], dm = f16_at(blk + 2) * xd[s];
         float ta = dd * (float)a, tm = dm * (float)m;
@@ -236,12 +264,13 @@ static float q6k_row(const uint8_t *w, const int8_t *x, const float *xd, const i
 }
 
 /* out[b, n] = sum_k x[b, k] w[n, k] for B activation rows quantized by q8k_quantize and N
- * weight rows of `type` (Q4_K or Q6_K). Returns 0, or -1 for another type or a width that is
+ * weight rows of `type` (Q4_K, Q5_K or Q6_K). Returns 0, or -1 for another type or a width that is
  * not a multiple of 256. Each output is computed alone: the same bits for any B or threads. */
 int kq_gemv(int type, const int8_t *xq, const float *xd, const int16_t *bs, const uint8_t *w,
             float *out, long B, long N, long K, int nthreads) {
-    if (K % QK_K || (type != Q4_K && type != Q6_K)) return -1;
-    long ns = K / QK_K, row_bytes = ns * (type == Q4_K ? Q4K_BYTES : Q6K_BYTES);
+    if (K % QK_K || (type != Q4_K && type != Q5_K && type != Q6_K)) return -1;
+    long ns = K / QK_K;
+    long row_bytes = ns * (type == Q4_K ? Q4K_BYTES : type == Q5_K ? Q5K_BYTES : Q6K_BYTES);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (long n = 0; n < N; n++) {
         const uint8_t *wr = w + n * row_bytes;
@@ -249,8 +278,9 @@ int kq_gemv(int type, const int8_t *xq, const float *xd, const int16_t *bs, cons
             const int8_t *xr = xq + b * K;
             const float *xdr = xd + b * ns;
             const int16_t *bsr = bs + b * ns * 16;
-            out[b * N + n] = type == Q4_K ? q4k_row(wr, xr, xdr, bsr, ns)
-                                          : q6k_row(wr, xr, xdr, bsr, ns);
+            out[b * N + n] = type == Q4_K   ? q4k_row(0, wr, xr, xdr, bsr, ns)
+                             : type == Q5_K ? q4k_row(1, wr, xr, xdr, bsr, ns)
+                                            : q6k_row(wr, xr, xdr, bsr, ns);
         }
     }
     return 0;
@@ -260,7 +290,7 @@ int kq_gemv(int type, const int8_t *xq, const float *xd, const int16_t *bs, cons
  * scratch (xq: int8 [B, K], xd: float [B, K/256], bs: int16 [B, K/16]) in the same call */
 int kq_linear(int type, const float *x, int8_t *xq, float *xd, int16_t *bs, const uint8_t *w,
               float *out, long B, long N, long K, int nthreads) {
-    if (K % QK_K || (type != Q4_K && type != Q6_K)) return -1;
+    if (K % QK_K || (type != Q4_K && type != Q5_K && type != Q6_K)) return -1;
     q8k_quantize(x, xq, xd, bs, B, K);
     return kq_gemv(type, xq, xd, bs, w, out, B, N, K, nthreads);
 }
