@@ -12,7 +12,6 @@ at a time and use the BLAS matrix product, as `opengemma.quantized_layers.Q8Line
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from opengemma.kernels import native
+from opengemma.quantized_layers import _scratch  # the per-thread activation buffer
 
 QK_K = 256
 # ggml type id -> (name, weights per block, bytes per block)
@@ -73,17 +73,6 @@ def dequantize_stored(qtype: int, data: torch.Tensor, K: int) -> torch.Tensor:
 
     values = gguf.quants.dequantize(data.numpy(), gguf.GGMLQuantizationType(qtype))
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32).reshape(N, K))
-
-
-_local = threading.local()
-
-
-def _scratch(nbytes: int) -> torch.Tensor:
-    """A per-thread reusable byte buffer for the quantized activations."""
-    buf = getattr(_local, "buf", None)
-    if buf is None or buf.numel() < nbytes:
-        buf = _local.buf = torch.empty(nbytes, dtype=torch.uint8)
-    return buf
 
 
 def quantize_q8k(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

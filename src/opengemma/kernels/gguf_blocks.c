@@ -136,15 +136,7 @@ static void dq_q8_0(const uint8_t *x, long nb, float *y) {
     }
 }
 
-/* the 8 6-bit scales and mins of a Q4_K / Q5_K super-block */
-static inline void scale_min_k4(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = s[j] & 63;
-        mn[j] = s[j + 4] & 63;
-        sc[j + 4] = (s[j + 8] & 15) | ((s[j] >> 2) & 0x30);
-        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
-    }
-}
+#define scale_min_k4 og_scale_min_k4 /* portable.h */
 
 static void dq_q4_k(const uint8_t *x, long nb, float *y) {
     for (long b = 0; b < nb; b++, x += 144, y += QK_K) {

@@ -60,16 +60,6 @@ void q8k_quantize(const float *x, int8_t *xq, float *xd, int16_t *bs, long rows,
         }
 }
 
-/* the 8 6-bit scales and mins of a Q4_K super-block */
-static inline void q4k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = s[j] & 63;
-        mn[j] = s[j + 4] & 63;
-        sc[j + 4] = (s[j + 8] & 15) | ((s[j] >> 2) & 0x30);
-        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
-    }
-}
-
 #if defined(__AVX512BW__)
 static inline __m512i dot16x2(__m512i acc, __m512i p, __m512i s) { /* acc += pairs of p * s */
 #if defined(__AVX512VNNI__)
@@ -237,7 +227,7 @@ static inline __attribute__((always_inline)) float q4k_row(int five, const uint8
     for (long s = 0; s < ns; s++) {
         const uint8_t *blk = w + s * (five ? Q5K_BYTES : Q4K_BYTES);
         uint8_t sc[8], mn[8];
-        q4k_scales(blk + 4, sc, mn);
+        og_scale_min_k4(blk + 4, sc, mn);
         const uint8_t *qs = blk + (five ? 48 : 16), *qh = five ? blk + 16 : NULL;
         int32_t a = q4k_dot(qs, qh, x + s * QK_K, sc), m = 0;
         for (int j = 0; j < 8; j++) m += mn[j] * (bs[16 * s + 2 * j] + bs[16 * s + 2 * j + 1]);

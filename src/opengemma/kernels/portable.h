@@ -56,4 +56,14 @@ static inline uint16_t og_f32_to_f16(float f) {
     return (uint16_t)(sign | (ax >> 13));
 #endif
 }
+
+/* the 8 6-bit scales and mins of a Q4_K / Q5_K super-block (its 12 scale bytes at s) */
+static inline void og_scale_min_k4(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = s[j] & 63;
+        mn[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 15) | ((s[j] >> 2) & 0x30);
+        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
+    }
+}
 #endif
