@@ -188,11 +188,13 @@ def load(
 ) -> LM:
     """Load a Gemma model: a .gguf file, a Hugging Face directory, or None for the default.
 
-    dtype: activation/weight dtype; None = float32. quant: "q8" keeps the matrices as int8
-    blocks in memory (Q4_K, Q5_K, Q6_K, Q5_0, Q4_0, Q8_0 as the file stores them, memory-mapped;
-    other types widened to Q8_0) and decodes with native kernels (fast CPU decoding), "none" keeps them in `dtype`, "auto" (default) = "q8"
-    for a quantized GGUF unless a dtype was asked for explicitly (or no C compiler can build the
-    kernels): `load(dtype="float32")` is the exact float32 reference on the weights as stored.
+    dtype: activation/weight dtype; None = float32.
+    quant: "q8" keeps the matrices as int8 blocks in memory (Q4_K, Q5_K, Q6_K, Q5_0, Q4_0 and
+    Q8_0 as the file stores them, memory-mapped; other types widened to Q8_0) and decodes with
+    native kernels (fast CPU decoding); "none" keeps them in `dtype`; "auto" (default) = "q8"
+    for a quantized GGUF unless a dtype was asked for explicitly (or no C compiler can build
+    the kernels): `load(dtype="float32")` is the exact float32 reference on the weights as
+    stored.
     threads: CPU threads for torch (an int, or "auto" to time both choices on this machine;
     default: $OPENGEMMA_THREADS, else "auto").
     adapter: a LoRA adapter directory (PEFT format), merged into the weights before any
