@@ -12,6 +12,7 @@ import re
 
 from opengemma.safety import pii_entities, pii_numbers, pii_phone, pii_secrets
 from opengemma.safety.pii import Scanner
+from opengemma.safety.pii_base import finditer_at, occurrences
 
 TEXTS = [
     "Dear Ms. Anna Schmidt-Weber, your parcel left Berlin on 12 March 1984.",
@@ -75,6 +76,77 @@ def test_number_expressions_match_their_look_behind_first_forms():
         for text in CASES + noise:
             got = [(m.span(), m.groups()) for m in fast.finditer(text)]
             assert got == [(m.span(), m.groups()) for m in oracle.finditer(text)], text
+
+
+# Tokens of every provider format (shapes from the providers' documentation; made-up values),
+# glued to words, cut short and repeated so that matches start, end and fail at odd places.
+_TOKENS = [
+    "AKIAIOSFODNN7REALKEY", "ASIA" + "Q" * 16, "ghp_" + "a1B2" * 9, "gho_" + "Z" * 36,
+    "github_pat_" + "11AB_" * 5, "glpat-" + "x_-9" * 5, "xoxb-123456789012-abc", "xoxp-1-2",
+    "sk_live_" + "4eC39HqLyjWDarjt", "rk_test_" + "Ab3" * 6, "AIza" + "Sy-_9" * 7,
+    "sk-ant-api03-" + "q" * 40, "sk-proj-" + "A1" * 16, "sk-" + "9" * 32, "hf_" + "abc" * 10,
+    "SG." + "a" * 22 + "." + "b" * 43, "npm_" + "C" * 36, "pypi-AgEIcHlwaS5vcmc" + "x" * 40,
+    "dop_v1_" + "f" * 64, "shpat_" + "0a" * 16, "AC" + "0f" * 16, "SK" + "9e" * 16,
+    "eyJhbGciOiJI.eyJzdWIiOiIx.SflKxwRJSMeKKF2QT4",
+]  # fmt: skip
+
+
+def _token_texts(seed: int, n: int) -> list[str]:
+    rnd = random.Random(seed)
+    glue = [" ", "", "x", "_", "-", ".", "=", "'", "\n", "token: ", "Bearer ", "password="]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rnd.randrange(1, 5)):
+            tok = rnd.choice(_TOKENS)
+            tok = tok[: rnd.randrange(len(tok) // 2, len(tok) + 1)] if rnd.random() < 0.3 else tok
+            parts.append(rnd.choice(glue) + (tok.lower() if rnd.random() < 0.1 else tok))
+        out.append("".join(parts) + rnd.choice(glue))
+    return out
+
+
+def test_expressions_tried_only_where_they_can_start_find_what_a_full_scan_finds():
+    texts = CASES + _token_texts(2, 600)
+    rnd = random.Random(3)
+    noise = ["".join(rnd.choice("abcdefABCDEF0123456789:.:: gx-") for _ in range(50))
+             for _ in range(400)]  # fmt: skip
+    ibans = ["".join(rnd.choice(["DE", "de", "Gb", "PL", "xDE", "1", "89", " ", "-", "37040044"])
+                     for _ in range(10)) for _ in range(400)]  # fmt: skip
+
+    def spans(matches):
+        return [m.span() for m in matches]
+
+    found = 0
+    for text in texts:
+        full = spans(pii_secrets._PROVIDER_KEYS.finditer(text))
+        starts = occurrences(text, pii_secrets._PROVIDER_STARTS)
+        assert spans(finditer_at(pii_secrets._PROVIDER_KEYS, text, starts)) == full, text
+        found += len(full)
+        for pattern in (pii_secrets._ASSIGNED, pii_secrets._PASSWORD):
+            assert spans(pii_secrets._finditer(pattern, text)) == spans(pattern.finditer(text))
+    assert found > 500  # the texts hold many keys
+    iban, v6 = pii_numbers.IbanDetector, pii_numbers.IpAddressDetector
+    for text in texts + noise + ibans:
+        starts = [m.start() - 2 for m in iban._check_digits.finditer(text)]
+        assert spans(finditer_at(iban._re, text, starts)) == spans(iban._re.finditer(text))
+        assert spans(finditer_at(v6._v6, text, v6._v6_starts(text))) == spans(
+            v6._v6.finditer(text)
+        ), text
+
+
+def test_the_birth_word_gate_answers_as_the_birth_expression():
+    rnd = random.Random(4)
+    words = ["born", "reborn", "Born", "DOB", "d.o.b", "b-day", "bday", "née", "ne", "one",
+             "nato", "donato", "f. nac", "d. n.", "ur.", "your.", "geb.", "Geburt", "x", "_ne",
+             "1ne", "d. t.", "abd.o.b", "birthday", "nacido", "naissance"]  # fmt: skip
+    texts = CASES + ["".join(rnd.choice(words) + rnd.choice(" .-_") for _ in range(4))
+                     for _ in range(3000)]  # fmt: skip
+    hits = 0
+    for text in filter(str.isascii, texts):
+        want = pii_numbers._BIRTH.search(text) is not None
+        assert (pii_numbers._BIRTH_LOWER.search(text.lower()) is not None) == want, text
+        hits += want
+    assert 0 < hits < len(texts)
 
 
 def test_a_password_of_dots_is_not_a_secret_and_does_not_fail():

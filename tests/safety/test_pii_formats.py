@@ -107,6 +107,9 @@ def test_postcode_checks_per_country():
         ("联系电话：138 0013 8000 或 010-6552 9988", ["138 0013 8000", "010-6552 9988"]),
         ("My number is 0049 176 12345678", ["0049 176 12345678"]),
         ("Phone: 555-0142", ["555-0142"]),
+        ("Call me on 854-1987 tonight", ["854-1987"]),  # 7 digits: found where context says so
+        ("Fax 089 / 12 34 56 79 (Zentrale)", ["089 / 12 34 56 79"]),
+        ("ring +44 20 7946 0958 or +1 415 555 2671", ["+44 20 7946 0958", "+1 415 555 2671"]),
     ],
 )
 def test_phone_forms_beyond_the_basics(rules, text, phones):
@@ -123,6 +126,15 @@ def test_phone_forms_beyond_the_basics(rules, text, phones):
         "Kundennummer 123 456 789",
         "ISBN 0-306-40615-2",
         "Version 10.2.1502 (build 4.18.0-513)",
+        # numbers in prose, tables and code: decimals, lists, ratios, ranges, sums
+        "three runs took 45.5 / 45.1 / 34.6 s and 50.3 / 58.4 / 25.3 s",
+        "| 0.3 | 1.45 / 5.11 / 9.08 | 318 / 398 / 407 | 228 / 332 / 2231 |",
+        "rows of 640 / 1152 values; recall/precision 0.799 / 0.842",
+        ">>> c.next_minus(1)\nDecimal('0.999999999') and Decimal('22026.4658')",
+        "token id 262144 is outside the vocabulary (0..262143)",
+        "best window (characters 1725-2073), see IEEE standard 854-1987",
+        "h = h * 69069 + 907133923",
+        "kernel: [8812447.220113] IPv4: martian source",
     ],
 )
 def test_numbers_that_are_not_phones_in_context(rules, text):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from opengemma.safety.pii_base import Finding, RuleDetector, before
+from opengemma.safety.pii_base import Finding, RuleDetector, before, finditer_at
 
 # Expressions that would start with a look-behind start with their first character instead and
 # look behind it (`\d(?<![\w-]\d)` for `(?<![\w-])\d`): the same matches, and Python's `re`
@@ -112,10 +112,14 @@ class IbanDetector(RuleDetector):
     _re = re.compile(r"(?<![A-Za-z0-9])(?:[A-Z]{2}|[a-z]{2})\d{2}(?:[ -]?[A-Za-z0-9]){11,30}")
     # Polish NRB: the PL IBAN without its country code (2 check digits + 24), same mod-97 check
     _nrb = re.compile(r"\d(?<![\w-]\d)\d(?:[ -]?\d{4}){6}(?![\w-])")
+    # where a match can start: two check digits after two letters (`re` skips to digits, far
+    # rarer than the letters `_re` begins with); `_re` is tried two characters before each
+    _check_digits = re.compile(r"\d(?<=(?<![A-Za-z0-9])(?:[A-Z]{2}|[a-z]{2})\d)\d")
 
     def find(self, text: str, field: str) -> list[Finding]:
         out = []
-        for m in self._re.finditer(text):
+        starts = (m.start() - 2 for m in self._check_digits.finditer(text))
+        for m in finditer_at(self._re, text, starts):
             want = IBAN_LENGTHS.get(m.group()[:2].upper())
             pos = [m.start() + i for i, c in enumerate(m.group()) if c not in " -"]
             if want is None or len(pos) < want:
@@ -156,6 +160,21 @@ class IpAddressDetector(RuleDetector):
         r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])"
     )
     _version = re.compile(r"(?i)\b(?:version|ver\.?|release|build|v)\s*$")  # not "server"
+    _HEX = frozenset("0123456789abcdefABCDEF")
+
+    @classmethod
+    def _v6_starts(cls, text: str) -> list[int]:
+        """Where `_v6` can match: a colon, or the up to four hex digits right before one that
+        follow no word character, colon or dot (the look-behind `_v6` begins with)."""
+        starts, c = [], text.find(":")
+        while c >= 0:
+            s = c
+            while s > 0 and c - s < 4 and text[s - 1] in cls._HEX:
+                s -= 1
+            if not starts or starts[-1] != s:
+                starts.append(s)
+            c = text.find(":", c + 1)
+        return starts
 
     def find(self, text: str, field: str) -> list[Finding]:
         out = []
@@ -169,7 +188,7 @@ class IpAddressDetector(RuleDetector):
                     continue
                 out.append(self._hit(m.start(), m.end(), 0.95))
         if "::" in text or text.count(":") >= 7:
-            for m in self._v6.finditer(text):
+            for m in finditer_at(self._v6, text, self._v6_starts(text)):
                 value = m.group()
                 if sum(1 for g in re.split(r"[:.]", value) if g) < 2:
                     continue
@@ -206,11 +225,21 @@ _DATE = re.compile(
     r"|\d{4}\s?年\s?\d{1,2}\s?月\s?\d{1,2}\s?日|\d{4}년\s?\d{1,2}월\s?\d{1,2}일"
     rf"|\d{{1,2}}\.?\s+(?:de\s+)?(?:{_MONTHS_EU})\.?\s+(?:de\s+)?\d{{4}})(?![\w/:-]|\.\d)"
 )
-_BIRTH = re.compile(
-    r"(?i)(?:\bborn\b|birth|\bd\.?o\.?b\b|\bb-?day\b|geboren|geburt|\bgeb\.|\bn[ée]e?\b|naissance|"
-    r"nacimiento|nacid[oa]|\bnat[oa]\b|nascita|nascimento|geboorte|生年月日|出生|生日|생년월일"
-    r"|생일|\bf\. ?nac|\bd\.? ?n\.|urodzeni|urodzon|\bur\.|födelse|\bfödd|doğum|\bd\. ?t\."
-    r"|जन्म|الميلاد|مواليد|الولادة|ولد|ولدت)"
+# Birth context words: those that must begin a word (`\b` before each), and the others.
+_BIRTH_WORD_STARTS = (
+    r"born\b", r"d\.?o\.?b\b", r"b-?day\b", r"geb\.", r"n[ée]e?\b", r"nat[oa]\b", r"f\. ?nac",
+    r"d\.? ?n\.", r"ur\.", r"född", r"d\. ?t\.",
+)  # fmt: skip
+_BIRTH_INSIDE = (
+    r"birth|geboren|geburt|naissance|nacimiento|nacid[oa]|nascita|nascimento|geboorte|生年月日"
+    r"|出生|生日|생년월일|생일|urodzeni|urodzon|födelse|doğum|जन्म|الميلاد|مواليد|الولادة|ولد|ولدت"
+)
+_BIRTH = re.compile(rf"(?i)\b(?:{'|'.join(_BIRTH_WORD_STARTS)})|{_BIRTH_INSIDE}")
+# For lower-cased ASCII text: the same words case-sensitively, each beginning with its first
+# letter and looking behind it for the word start (`b(?<!\wb)orn` for `\bborn`), so that `re`
+# skips to those letters instead of trying every position.
+_BIRTH_LOWER = re.compile(
+    "|".join(f"{w[0]}(?<!\\w{w[0]}){w[1:]}" for w in _BIRTH_WORD_STARTS) + "|" + _BIRTH_INSIDE
 )
 
 
@@ -227,12 +256,19 @@ class DateOfBirthDetector(RuleDetector):
             return []
         out, prev_end = [], 0
         field_says = bool(_BIRTH.search(field.rsplit(".", 1)[-1]))
-        # ASCII text: the case-sensitive expression over the lower-cased text finds the same
-        # spans as the case-insensitive one, in about half the time
-        dates = _DATE_LOWER.finditer(text.lower()) if text.isascii() else _DATE.finditer(text)
+        # ASCII text: the case-sensitive expressions over the lower-cased text find the same
+        # spans as the case-insensitive ones, in about half the time; without a birth word
+        # anywhere no date can have one before it
+        if text.isascii():
+            low = text.lower()
+            if not field_says and not _BIRTH_LOWER.search(low):
+                return []
+            dates = _DATE_LOWER.finditer(low)
+        else:
+            dates = _DATE.finditer(text)
         for m in dates:
-            window = text[max(prev_end, m.start() - 48) : m.start()]
-            if field_says or _BIRTH.search(window):
+            # the 48 characters before (a word cut by the window's edge is not a word)
+            if field_says or _BIRTH.search(text, max(prev_end, m.start() - 48), m.start()):
                 out.append(self._hit(m.start(), m.end(), 0.85))
             prev_end = m.end()
         return out

@@ -77,6 +77,12 @@ _SHAPE_REJECT = re.compile(
 _POSTCODE_CITY = re.compile(r"\d{4}-\d{3}")  # PT postcode, when a city name follows
 _CITY_AFTER = re.compile(r"[ \t]+[A-ZÀ-Þ][a-zà-ÿ]")
 _TWO_NUMBERS = re.compile(r"[ \t]*/[ \t]*")  # "912 345 678 / 21 345 6789"
+# Without phone context: decimal numbers (0.999999999, 22026.4658) and year ranges (1725-2073,
+# pp. 854-1987). With or without: a slash joins an area code to its number (`089 / 12 34 56`),
+# never decimals or three numbers (`0.89 / 2.21 / 2.93`, `640 / 1152`, table cells).
+_DECIMAL = re.compile(r"\+?\d+\.\d+")
+_YEAR_RANGE = re.compile(r"(?:(?:1[5-9]|20)\d\d|\d{1,3})[ \t]?[-–][ \t]?(?:1[5-9]|20)\d\d")
+_AREA_CODE = re.compile(r"[ \t]*(?:\(?0|\+)[\d \t()-]*")
 _MONEY = re.compile(r"[$€£¥₹₩]|R\$|\b(?:EUR|USD|GBP|CHF|BRL|JPY|CNY|KRW)\b")
 
 
@@ -120,6 +126,30 @@ def _candidates(text: str) -> Iterator[tuple[int, str]]:
         yield start, cand
 
 
+def _one_number(cand: str) -> bool:
+    """No range (`0..262143`) and, when a slash is in it, an area code and a number."""
+    if ".." in cand:
+        return False
+    if "/" not in cand:
+        return True
+    parts = _TWO_NUMBERS.split(cand)
+    return len(parts) == 2 and bool(_AREA_CODE.fullmatch(parts[0])) and "." not in parts[1]
+
+
+def _ambiguous(cand: str, digits: int) -> bool:
+    """Shapes that are phones only where the text says so: national numbers of 7 digits or
+    fewer, decimals, year ranges, `+` then a space (a sum); bare digit runs are handled apart
+    (`00` / `011` before them is an international prefix)."""
+    international = cand.startswith(("+", "00", "011"))
+    if cand.isdigit():
+        return not international
+    return (
+        (digits <= 7 and not international)
+        or cand[1:2] in (" ", "\t") and cand[0] == "+"
+        or bool(_DECIMAL.fullmatch(cand) or _YEAR_RANGE.fullmatch(cand))
+    )
+
+
 class PhoneDetector(RuleDetector):
     """International and national phone numbers (see the module docstring)."""
 
@@ -145,12 +175,14 @@ class PhoneDetector(RuleDetector):
                 continue
             if _POSTCODE_CITY.fullmatch(cand) and _CITY_AFTER.match(text, start + len(cand)):
                 continue
+            if not _one_number(cand):
+                continue
             ctx = before(text, start, 28)
             if _NEGATIVE.search(ctx) and not _PHONE_NUMBER_WORD.search(ctx):
                 continue
             says = self._says_phone(text, field, start)
-            if cand.isdigit() and not says and not cand.startswith(("00", "011")):
-                continue  # a bare digit run is a phone only if something says so
+            if not says and _ambiguous(cand, digits):
+                continue  # a bare digit run, a short or decimal number: only if something says so
             if hint is None:
                 hint = _script_regions(text)
             if self._is_phone(cand, says, hint):
