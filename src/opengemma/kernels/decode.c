@@ -199,31 +199,11 @@ static inline __m512 exp16(__m512 x) {
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);
 }
-#elif defined(__AVX2__)
-/* exp16's arithmetic eight at a time; 2^n is made from its exponent bits (the clamp keeps n in
- * [-126, 127], where 2^n is a normal float, so the product equals scalef's) */
-static inline __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-    e = _mm256_slli_epi32(e, 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
 #endif
 
-/* gate = gelu_tanh(gate) * up. Sixteen (AVX2: eight) at a time as x * sigmoid(2u) =
- * x / (1 + e^(-2u)), the same function as 0.5 x (1 + tanh u) (and without its cancellation
- * for negative x): the scalar tanhf took 6% of a decode step. */
+/* gate = gelu_tanh(gate) * up. Sixteen at a time as x * sigmoid(2u) = x / (1 + e^(-2u)), the
+ * same function as 0.5 x (1 + tanh u) (and without its cancellation for negative x): the
+ * scalar tanhf took 6% of a decode step. */
 static void gelu_mul(float *gate, const float *up, long n) {
     long i = 0;
 #ifdef __AVX512F__
@@ -235,21 +215,12 @@ static void gelu_mul(float *gate, const float *up, long n) {
         __m512 y = _mm512_div_ps(x, _mm512_add_ps(one, exp16(_mm512_mul_ps(minus2, u))));
         _mm512_storeu_ps(gate + i, _mm512_mul_ps(y, _mm512_loadu_ps(up + i)));
     }
-#elif defined(__AVX2__)
-    const __m256 k = _mm256_set1_ps(0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
-    const __m256 one = _mm256_set1_ps(1.0f), minus2 = _mm256_set1_ps(-2.0f);
-    for (; i + 8 <= n; i += 8) {
-        __m256 x = _mm256_loadu_ps(gate + i);
-        __m256 u = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, _mm256_mul_ps(x, x)), x, x));
-        __m256 y = _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_mul_ps(minus2, u))));
-        _mm256_storeu_ps(gate + i, _mm256_mul_ps(y, _mm256_loadu_ps(up + i)));
-    }
 #endif
     for (; i < n; i++) gate[i] = gelu_tanh(gate[i]) * up[i];
 }
 
 /* x = tanh(x / cap) * cap over a whole logits row (256k of them: a scalar tanhf per logit
- * costs milliseconds); tanh y = 1 - 2 / (e^(2y) + 1), sixteen (AVX2: eight) at a time */
+ * costs milliseconds); tanh y = 1 - 2 / (e^(2y) + 1), sixteen at a time */
 static void softcap_all(float *x, long n, float cap) {
     long i = 0;
 #ifdef __AVX512F__
@@ -259,14 +230,6 @@ static void softcap_all(float *x, long n, float cap) {
         __m512 e = exp16(_mm512_mul_ps(_mm512_loadu_ps(x + i), two_over_cap));
         __m512 t = _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(e, one)));
         _mm512_storeu_ps(x + i, _mm512_mul_ps(t, vcap));
-    }
-#elif defined(__AVX2__)
-    const __m256 two_over_cap = _mm256_set1_ps(2.0f / cap), vcap = _mm256_set1_ps(cap);
-    const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
-    for (; i + 8 <= n; i += 8) {
-        __m256 e = exp8(_mm256_mul_ps(_mm256_loadu_ps(x + i), two_over_cap));
-        __m256 t = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one)));
-        _mm256_storeu_ps(x + i, _mm256_mul_ps(t, vcap));
     }
 #endif
     for (; i < n; i++) x[i] = softcap(x[i], cap);
