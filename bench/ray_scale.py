@@ -45,9 +45,9 @@ TOPICS = ("rivers", "prime numbers", "bread", "the moon", "trains", "libraries",
 def _pii(rng: random.Random, i: int) -> str:
     kind = i % 4
     if kind == 0:
-        return f" Contact user{i}@example.com for details."
+        return f" Contact user{i}@mailbox.org for details."
     if kind == 1:
-        return f" Card 4111 1111 1111 1111 was charged from 198.51.100.{i % 250}."
+        return f" Card 4539 1488 0343 6467 was charged from 198.51.100.{i % 250}."
     if kind == 2:
         return f" SSN 123-45-{rng.randrange(1000, 9999)} is on file."
     return f" Login with api_key=sk_live_{rng.getrandbits(96):024x} today."

@@ -32,3 +32,21 @@ def hf_gguf_model(embedded_path):
         str(embedded_path.parent), gguf_file=embedded_path.name, dtype=torch.float32
     )
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def rules():
+    """The PII scanner with every detector (strict: a missing model or analyser fails)."""
+    from opengemma.safety.pii import Scanner
+
+    return Scanner(strict=True)
+
+
+@pytest.fixture(scope="session")
+def values(rules):
+    """`values(text, TYPE)`: the values of that type the scanner finds in `text`, in order."""
+
+    def found(text: str, type_: str) -> list[str]:
+        return [text[f.start : f.end] for f in rules.scan([text])[0] if f.type == type_]
+
+    return found

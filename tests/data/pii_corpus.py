@@ -195,7 +195,7 @@ class CorpusGenerator:
 
     def email(self, f: Faker) -> str:
         if self.rng.random() < 0.6:
-            return f.email()
+            return f.email(safe=False)  # Faker's default is a reserved example.* domain
         user = f"{f.first_name()}.{f.last_name()}".lower()
         user = re.sub(r"[^a-z.]", "", user.encode("ascii", "ignore").decode()) or "user"
         return f"{user}+{self.rng.randint(1, 99)}@{f.domain_name(2)}"

@@ -40,7 +40,7 @@ def _text(i: int) -> str:
     if kind == 2:  # a near duplicate of the kind-1 text before it (one more word)
         return f"{words} tail extra"
     if kind == 3:
-        return f"mail user{i}@example.com, card 4111 1111 1111 1111, host 198.51.100.{i % 250}"
+        return f"mail user{i}@mailbox.org, card 4539 1488 0343 6467, host 198.51.100.{i % 250}"
     if kind == 4:
         return f"SSN 123-45-{6789 - i % 100:04d} on file for record {i}"
     return f"QUARANTINE {i}"

@@ -14,7 +14,7 @@ import pytest
 from opengemma.cli import main
 from opengemma.data import ScrubJob, ScrubOptions, run_scrub
 
-EMAIL, CARD, PHONE = "maria.lopez@example.com", "4111 1111 1111 1111", "+44 20 7946 0958"
+EMAIL, CARD, PHONE = "maria.lopez@mailbox.org", "4539 1488 0343 6467", "+44 20 7946 0958"
 SECRET = "postgres://admin:Zq8xK2pLm9Rt@db.example.com:5432/app"
 
 

@@ -15,7 +15,7 @@ def _corpus(path: Path, n: int) -> Path:
     filler = "lorem ipsum dolor sit amet " * 30
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(n):
-            text = f"ticket {i}: mail user{i}@example.com or 4111 1111 1111 1111. {filler}"
+            text = f"ticket {i}: mail user{i}@mailbox.org or 4539 1488 0343 6467. {filler}"
             fh.write(json.dumps({"id": i, "text": text}) + "\n")
     return path
 
@@ -52,8 +52,8 @@ def test_ray_engine_matches_local(tmp_path):
     rows = []
     for i in range(700):
         kind = i % 4
-        text = ["Dear Maria Garcia, your card 4111 1111 1111 1111 is on file.",
-                "nothing to see", f"ssh from 198.51.100.{i % 250} by ops@example.org",
+        text = ["Dear Maria Garcia, your card 4539 1488 0343 6467 is on file.",
+                "nothing to see", f"ssh from 198.51.100.{i % 250} by ops@posteo.de",
                 "Ship to 1600 Amphitheatre Parkway, Mountain View, CA 94043"][kind]  # fmt: skip
         rows.append({"id": i, "text": text})
     rows.append({"id": 700, "text": "duplicate"})

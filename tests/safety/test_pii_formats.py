@@ -9,19 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from opengemma.safety.pii import Scanner
 from opengemma.safety.pii_address import postcode_ok
 from opengemma.safety.pii_names import has_common_word
-
-
-@pytest.fixture(scope="module")
-def rules():
-    return Scanner(strict=True)
-
-
-def values(scanner, text, type_):
-    return [text[f.start : f.end] for f in scanner.scan([text])[0] if f.type == type_]
-
 
 # ------------------------------------------------------------------------ addresses
 
@@ -53,7 +42,7 @@ def values(scanner, text, type_):
             "Send it to 1600 Pennsylvania Avenue NW, Washington, DC 20500.",
             "1600 Pennsylvania Avenue NW, Washington, DC 20500",
         ),
-        ("Mail: PO Box 123, Anytown, CA 94105", "PO Box 123, Anytown, CA 94105"),
+        ("Mail: PO Box 123, San Francisco, CA 94105", "PO Box 123, San Francisco, CA 94105"),
         ("Postbus 1234, 3500 AB Utrecht", "Postbus 1234, 3500 AB Utrecht"),
         ("Postfach 10 11 23, 70010 Stuttgart", "Postfach 10 11 23, 70010 Stuttgart"),
         # DE with "in" before the postcode; JP with building and room
@@ -70,9 +59,9 @@ def values(scanner, text, type_):
         ("Herrn\nKlaus Becker\nLindenstraße 14\n80331 München", "Lindenstraße 14\n80331 München"),
     ],
 )
-def test_address_forms(rules, text, address):
-    assert values(rules, text, "STREET_ADDRESS") == [address]
-    assert values(rules, text, "PHONE") == []
+def test_address_forms(values, text, address):
+    assert values(text, "STREET_ADDRESS") == [address]
+    assert values(text, "PHONE") == []
 
 
 @pytest.mark.parametrize(
@@ -84,8 +73,8 @@ def test_address_forms(rules, text, address):
         "Version 4000-442 released",
     ],
 )
-def test_not_addresses(rules, text):
-    assert values(rules, text, "STREET_ADDRESS") == []
+def test_not_addresses(values, text):
+    assert values(text, "STREET_ADDRESS") == []
 
 
 def test_postcode_checks_per_country():
@@ -112,8 +101,8 @@ def test_postcode_checks_per_country():
         ("ring +44 20 7946 0958 or +1 415 555 2671", ["+44 20 7946 0958", "+1 415 555 2671"]),
     ],
 )
-def test_phone_forms_beyond_the_basics(rules, text, phones):
-    assert values(rules, text, "PHONE") == phones
+def test_phone_forms_beyond_the_basics(values, text, phones):
+    assert values(text, "PHONE") == phones
 
 
 @pytest.mark.parametrize(
@@ -137,8 +126,8 @@ def test_phone_forms_beyond_the_basics(rules, text, phones):
         "kernel: [8812447.220113] IPv4: martian source",
     ],
 )
-def test_numbers_that_are_not_phones_in_context(rules, text):
-    assert values(rules, text, "PHONE") == []
+def test_numbers_that_are_not_phones_in_context(values, text):
+    assert values(text, "PHONE") == []
 
 
 # ------------------------------------------------------------------------ names
@@ -157,8 +146,8 @@ def test_numbers_that_are_not_phones_in_context(rules, text):
         ("Bill to: Harold Jenkins\nShip to: Warehouse 4", ["Harold Jenkins"]),
     ],
 )
-def test_name_cues_across_languages(rules, text, names):
-    assert values(rules, text, "PERSON") == names
+def test_name_cues_across_languages(values, text, names):
+    assert values(text, "PERSON") == names
 
 
 @pytest.mark.parametrize(
@@ -174,8 +163,8 @@ def test_name_cues_across_languages(rules, text, names):
         "Aufgaben: Datenbank Migration, Server Update",
     ],
 )
-def test_labels_and_common_words_are_not_names(rules, text):
-    assert values(rules, text, "PERSON") == []
+def test_labels_and_common_words_are_not_names(values, text):
+    assert values(text, "PERSON") == []
 
 
 def test_stop_list_covers_categories():
@@ -218,15 +207,15 @@ def test_stop_list_covers_categories():
          ["61 1090 1014 0000 0712 1981 2874"]),
     ],
 )  # fmt: skip
-def test_more_languages(rules, text, type_, found):
-    assert values(rules, text, type_) == found
+def test_more_languages(values, text, type_, found):
+    assert values(text, type_) == found
 
 
 @pytest.mark.parametrize(
     "text", ["PESEL: 85031212345", "Personnummer 19850312-1234", "TC Kimlik No: 12345678901"]
 )
-def test_national_ids_are_not_phones(rules, text):
-    assert values(rules, text, "PHONE") == []
+def test_national_ids_are_not_phones(values, text):
+    assert values(text, "PHONE") == []
 
 
 # ------------------------------------------------------------ e-mail and secrets
@@ -240,8 +229,8 @@ def test_national_ids_are_not_phones(rules, text):
         ("邮箱：zhang.wei@example.cn。", "zhang.wei@example.cn"),
     ],
 )
-def test_email_forms(rules, text, email):
-    assert values(rules, text, "EMAIL") == [email]
+def test_email_forms(values, text, email):
+    assert values(text, "EMAIL") == [email]
 
 
 @pytest.mark.parametrize(
@@ -257,19 +246,19 @@ def test_email_forms(rules, text, email):
         ("PASSWORD=changeme123", None),
     ],
 )
-def test_passwords_assigned_in_configs(rules, text, secret):
-    assert values(rules, text, "SECRET") == ([secret] if secret else [])
+def test_passwords_assigned_in_configs(values, text, secret):
+    assert values(text, "SECRET") == ([secret] if secret else [])
 
 
-def test_private_key_mentions_and_templates_are_not_keys(rules):
+def test_private_key_mentions_and_templates_are_not_keys(values):
     body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj"
     real = f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----"
-    assert values(rules, f"key = '''{real}'''", "PRIVATE_KEY") == [real]
+    assert values(f"key = '''{real}'''", "PRIVATE_KEY") == [real]
     for text in (
         "Keys start with -----BEGIN PRIVATE KEY----- and end with -----END PRIVATE KEY-----.",
         "-----BEGIN RSA PRIVATE KEY-----\n<your private key here>\n-----END RSA PRIVATE KEY-----",
     ):
-        assert values(rules, text, "PRIVATE_KEY") == []
+        assert values(text, "PRIVATE_KEY") == []
 
 
 @pytest.mark.parametrize(
@@ -289,8 +278,8 @@ def test_private_key_mentions_and_templates_are_not_keys(rules):
          ["Rua Visconde de Pirajá, 550, apto 1201, Ipanema, Rio de Janeiro - RJ, 22410-002"]),
     ],
 )  # fmt: skip
-def test_hard_cases(rules, text, type_, found):
-    assert values(rules, text, type_) == found
+def test_hard_cases(values, text, type_, found):
+    assert values(text, type_) == found
 
 
 @pytest.mark.parametrize(
@@ -305,8 +294,8 @@ def test_hard_cases(rules, text, type_, found):
         ("Med vänliga hälsningar\nBjörn Andersson", ["Björn Andersson"]),
     ],
 )
-def test_lone_first_names_and_their_limits(rules, text, names):
-    assert values(rules, text, "PERSON") == names
+def test_lone_first_names_and_their_limits(values, text, names):
+    assert values(text, "PERSON") == names
 
 
 def test_lexicon_reads_names_with_accents():
@@ -326,22 +315,22 @@ def test_lexicon_reads_names_with_accents():
         ("Greetings from Berlin! Talk soon.", "PERSON", []),
     ],
 )  # fmt: skip
-def test_more_grammar(rules, text, type_, found):
-    assert values(rules, text, type_) == found
+def test_more_grammar(values, text, type_, found):
+    assert values(text, type_) == found
 
 
-def test_names_in_table_columns(rules):
+def test_names_in_table_columns(values):
     text = (
         "customer_id,first_name,last_name,phone,city\n"
         "1001,Hans,Becker,+49 89 1234567,München\n1002,Marie,Laurent,+33 1 42 68 53 00,Paris"
     )
-    assert values(rules, text, "PERSON") == ["Hans", "Becker", "Marie", "Laurent"]
-    assert values(rules, "id;product;city\n1;Blue Vase;Paris", "PERSON") == []
+    assert values(text, "PERSON") == ["Hans", "Becker", "Marie", "Laurent"]
+    assert values("id;product;city\n1;Blue Vase;Paris", "PERSON") == []
 
 
-def test_url_userinfo_is_not_an_email(rules):
+def test_url_userinfo_is_not_an_email(values):
     text = "SENTRY_DSN=https://abc123def456@o12345.ingest.sentry.io/678"
-    assert values(rules, text, "EMAIL") == []
+    assert values(text, "EMAIL") == []
 
 
 @pytest.mark.parametrize(
@@ -358,10 +347,10 @@ def test_url_userinfo_is_not_an_email(rules):
         "Leopoldstraße 44 • 80802 München",
     ],
 )
-def test_whole_address_lines(rules, text):
-    assert values(rules, text, "STREET_ADDRESS") == [text]
+def test_whole_address_lines(values, text):
+    assert values(text, "STREET_ADDRESS") == [text]
 
 
-def test_ip_after_a_word_ending_in_ver(rules):
-    assert values(rules, "server 172.16.254.1:8080", "IP_ADDRESS") == ["172.16.254.1"]
-    assert values(rules, "version 10.2.0.1 released", "IP_ADDRESS") == []
+def test_ip_after_a_word_ending_in_ver(values):
+    assert values("server 172.16.254.1:8080", "IP_ADDRESS") == ["172.16.254.1"]
+    assert values("version 10.2.0.1 released", "IP_ADDRESS") == []

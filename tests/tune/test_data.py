@@ -98,10 +98,10 @@ def test_pack_collate_and_split():
 def test_scrubber_replaces_personal_data_before_tokenization():
     logged: list[str] = []
     records = [
-        {"prompt": "Write to jane.roe@example.org about it", "completion": "Done."},
+        {"prompt": "Write to jane.roe@posteo.de about it", "completion": "Done."},
         {
             "messages": [
-                {"role": "user", "content": "My card is 4111 1111 1111 1111"},
+                {"role": "user", "content": "My card is 4539 1488 0343 6467"},
                 {"role": "assistant", "content": "Noted."},
             ]
         },

@@ -186,7 +186,7 @@ def test_packing_and_loss_curve_png(tiny_dir, data, tmp_path):
 
 
 def test_cli_scrubs_by_default_and_reports_errors(tiny_dir, tmp_path, capsys):
-    records = format_records(12) + [{"prompt": "Mail ann.lee@example.com", "completion": " ok"}]
+    records = format_records(12) + [{"prompt": "Mail ann.lee@mailbox.org", "completion": " ok"}]
     data = write_jsonl(tmp_path / "d.jsonl", records)
     out = tmp_path / "o"
     args = [

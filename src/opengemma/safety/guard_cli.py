@@ -47,8 +47,6 @@ def read_jsonl_requests(path: str) -> list[dict[str, Any]]:
     return records
 
 
-
-
 def _print_table(verdict) -> None:
     from rich.console import Console
     from rich.table import Table

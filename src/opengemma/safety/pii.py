@@ -6,7 +6,8 @@ can be logged and written to disk without leaking what they point at.
 
 Layout (imports point down only): `pii_base` (types, `Finding`, `RuleDetector`) <- detector
 modules `pii_numbers` (structured identifiers), `pii_phone` (PHONE), `pii_secrets` (keys and
-credentials), `pii_entities`, `pii_names`, `pii_cjk` (PERSON), `pii_address` (STREET_ADDRESS)
+credentials), `pii_entities`, `pii_names`, `pii_cjk` (PERSON), `pii_address` (STREET_ADDRESS),
+`pii_repeats` (names written again), `pii_specimens` (published test values, not reported)
 <- this module <- clients such as `opengemma.data.scrub`.
 Detection stays under `safety/` (it judges text, whoever produced it); `data/` is its client.
 A new recognizer plugs in by implementing `Detector` and being passed to
@@ -34,11 +35,13 @@ from opengemma.safety.pii_numbers import (
     SsnDetector,
 )
 from opengemma.safety.pii_phone import DEFAULT_PHONE_REGIONS, PhoneDetector
+from opengemma.safety.pii_repeats import repeated_names
 from opengemma.safety.pii_secrets import (
     ApiKeyDetector,
     PrivateKeyDetector,
     UrlCredentialsDetector,
 )
+from opengemma.safety.pii_specimens import is_specimen
 
 __all__ = [
     "DEFAULT_PHONE_REGIONS", "DEFAULT_SPACY_MODEL", "TYPES", "PRIORITY", "Detector", "Finding",
@@ -162,6 +165,16 @@ class Scanner:
                 if hits:
                     found[i].extend(hits if every else (h for h in hits if h.type in self.types))
         found = [resolve_overlaps(f) if len(f) > 1 else f for f in found]
+        # A published test value keeps its span (no weaker reading of it is reported) but is
+        # not reported itself: pii_specimens lists them.
+        found = [
+            [f for f in fs if not is_specimen(f.type, text[f.start : f.end])]
+            for fs, text in zip(found, texts, strict=True)
+        ]
+        if "PERSON" in self.types:  # a name found once is found where it is written again
+            for i, text in enumerate(texts):
+                if extra := repeated_names(text, found[i]):
+                    found[i] = sorted(found[i] + extra, key=lambda f: f.start)
         for det in self.second:  # sees what the detectors found; adds what they missed
             for i, hits in enumerate(det.second_pass(texts, found)):
                 found[i] = resolve_overlaps(found[i] + [h for h in hits if h.type in self.types])

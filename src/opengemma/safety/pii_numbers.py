@@ -220,9 +220,10 @@ _MONTHS_EU = (
 )
 _DATE = re.compile(
     rf"(?i)(?<![\w/.:-])(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}|\d{{1,2}}[-/.]\d{{1,2}}[-/.]\d{{2,4}}"
-    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:{_MONTHS})\.?,?\s+\d{{4}}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th|\.)?\s+(?:of\s+)?(?:{_MONTHS})\.?,?\s+\d{{4}}"
     rf"|(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
     r"|\d{4}\s?年\s?\d{1,2}\s?月\s?\d{1,2}\s?日|\d{4}년\s?\d{1,2}월\s?\d{1,2}일"
+    r"|(?:明治|大正|昭和|平成|令和)\s?(?:\d{1,2}|元)\s?年\s?\d{1,2}\s?月\s?\d{1,2}\s?日"  # 昭和33年
     rf"|\d{{1,2}}\.?\s+(?:de\s+)?(?:{_MONTHS_EU})\.?\s+(?:de\s+)?\d{{4}})(?![\w/:-]|\.\d)"
 )
 # Birth context words: those that must begin a word (`\b` before each), and the others.

@@ -46,7 +46,12 @@ _NEGATIVE = re.compile(
     r"|ust-?id\w*|steuer\w*|iva|partita|fiscal\w*|matr[íi]cula|imei|iccid|lot|batch|charge"
     r"|seriennummer|licen[cs]e|kennzeichen|plate|pin|otp|tan|iban|bic|konto\w*|cuenta|conto"
     r"|rekening\w*|contrato|sepa|mandat\w*|pesel|nip|regon|personnummer|kimlik|tckn|aadhaa?r"
-    r"|pan|nik|hetu)\W{0,5}|注文番号\W?|订单号\W?|주문번호\W?|〒)[ \t]*$"
+    r"|pan|nik|hetu|nipc|nipc|referência|referencia|riferimento|client|klant|kontrakt|bankgiro"
+    r"|plusgiro|ocr|tva(?: intracommunautaire)?|código postal|postal|postcode|plz|zip"
+    r"|registration|reg|company|utr|gst(?:in)?)\W{0,5}"
+    r"|注文番号\W?|订单号\W?|주문번호\W?|〒|사업자(?:등록)?번호\W?|등록번호\W?|승인번호\W?|法人番号\W?"
+    r"|会員番号\W?|口座番号\W?|税号\W?|账号\W?|卡号\W?|رقم الحساب\W?|الحساب رقم\W?)"
+    r"(?:[ \t]+(?-i:[A-Z]{2}))?[ \t]*$"  # "VAT GB 812 4471 09", "USt-IdNr. DE 149 221 835"
 )
 # "Phone number:", "Tel. Nr.", "Mobile no." -- a phone word just before the number word.
 _PHONE_NUMBER_WORD = re.compile(
@@ -72,6 +77,8 @@ _SHAPE_REJECT = re.compile(
     r"|[1-9]\d{0,2}\.\d{4,}"  # decimal fractions, coordinates 40.712776
     r"|[1-9]\d{0,2}(?:\.\d{1,3}){3,}"  # IPv4 addresses and OIDs (phones in dots start with 0)
     r")$"
+    r"|^\d{1,3}\.\d{1,3}\.\d{1,3}[ \t]*\("  # a version and its date: "4.2.0 (2026-11-18"
+    r"|\d{5}\.\d{5}"  # boleto and other bank lines: 42000.06330
     r"|^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})[ \tT]"  # date + time
 )
 _POSTCODE_CITY = re.compile(r"\d{4}-\d{3}")  # PT postcode, when a city name follows
@@ -80,6 +87,7 @@ _TWO_NUMBERS = re.compile(r"[ \t]*/[ \t]*")  # "912 345 678 / 21 345 6789"
 # Without phone context: decimal numbers (0.999999999, 22026.4658) and year ranges (1725-2073,
 # pp. 854-1987). With or without: a slash joins an area code to its number (`089 / 12 34 56`),
 # never decimals or three numbers (`0.89 / 2.21 / 2.93`, `640 / 1152`, table cells).
+_CODE_BEFORE = re.compile(r"(?<![\w-])(?=[A-Z]*\d)(?=\d*[A-Z])[A-Z\d]{2,}[ \t]$")
 _DECIMAL = re.compile(r"\+?\d+\.\d+")
 _YEAR_RANGE = re.compile(r"(?:(?:1[5-9]|20)\d\d|\d{1,3})[ \t]?[-–][ \t]?(?:1[5-9]|20)\d\d")
 _AREA_CODE = re.compile(r"[ \t]*(?:\(?0|\+)[\d \t()-]*")
@@ -145,7 +153,8 @@ def _ambiguous(cand: str, digits: int) -> bool:
         return not international
     return (
         (digits <= 7 and not international)
-        or cand[1:2] in (" ", "\t") and cand[0] == "+"
+        or cand[1:2] in (" ", "\t")
+        and cand[0] == "+"
         or bool(_DECIMAL.fullmatch(cand) or _YEAR_RANGE.fullmatch(cand))
     )
 
@@ -181,6 +190,8 @@ class PhoneDetector(RuleDetector):
             if _NEGATIVE.search(ctx) and not _PHONE_NUMBER_WORD.search(ctx):
                 continue
             says = self._says_phone(text, field, start)
+            if not says and _CODE_BEFORE.search(ctx):
+                continue  # the tail of a tracking or reference code: "1Z 999 AA1 01 2345 6784"
             if not says and _ambiguous(cand, digits):
                 continue  # a bare digit run, a short or decimal number: only if something says so
             if hint is None:

@@ -15,9 +15,23 @@ import re
 _AR_WORD = r"[\u0621-\u064a\u0671-\u06d3\u064b-\u0652]+"
 _AR_CUE = (
     r"(?<![\u0621-\u064a])(?:السيد|السيدة|الآنسة|الأستاذ|الأستاذة|الاستاذ|الاستاذة|الدكتور|الدكتورة|د\.|المهندس"
-    r"|المهندسة|الشيخ|الأخ|الأخت|عزيزي|عزيزتي|اسمي|الاسم|الإسم|اسم العميل|المرسل"
-    r"|المستلم|مع تحيات|تحيات|مقدم الطلب)"
+    r"|المهندسة|الشيخ|الأخ|الأخت|عزيزي|عزيزتي|اسمي|الاسم الكامل|الاسم بالكامل|الاسم|الإسم"
+    r"|اسم العميل|اسم الموظف|اسم المريض|المرسل|المستلم|مع تحيات|تحيات|مقدم الطلب|مدير العلاقة"
+    r"|مديرة العلاقة|المدير|المديرة|الموظف|الموظفة|المريض|المريضة|العميل|العميلة|المسؤول"
+    r"|المسؤولة|المحامي|المحامية)"
 )
+# Common Arabic given names: one followed by a family or father's name ("نورة القحطاني",
+# "محمد بن سلمان") is a name wherever it stands.
+_AR_GIVEN = frozenset(
+    "محمد أحمد علي عمر خالد يوسف إبراهيم ابراهيم عبدالله عبد الله عبدالرحمن عبدالعزيز سلمان فهد "
+    "فيصل سعود سعد ناصر سلطان تركي بندر ماجد حمد حمدان راشد سعيد مصطفى محمود حسن حسين طارق "
+    "كريم زياد وليد هشام عادل سامي رامي باسل نبيل جمال كمال منصور مراد يزيد أنس معاذ بلال "
+    "حمزة إسماعيل اسماعيل موسى عيسى هاني ياسر عمرو شريف أيمن ايمن مازن نايف مشعل عثمان "
+    "فاطمة عائشة مريم نورة نوره سارة ساره ليلى هند ريم لمى دانة جود رهف رنا رانيا هدى منى "
+    "سلمى أمل امل نور نورا ياسمين زينب خديجة آمنة أسماء اسماء حنان سعاد لطيفة شيماء دعاء "
+    "إيمان ايمان هالة رشا سمر غادة عبير وفاء منيرة العنود الجوهرة لينا ديما تالا جنى".split()
+)
+_AR_FAMILY = re.compile(r"(?:ال|آل |بن |بنت |ابن |أبو |ابو |عبد)[\u0621-\u064a]+")
 _AR_STOP = frozenset(
     "في من إلى الى على عن مع هو هي أنا انا نرجو يرجى رقم هاتف هاتفي جوال بريد عنوان العنوان "
     "وقد قد لقد الذي التي هذا هذه كان كانت سوف تم يتم شكرا و أو ثم بعد قبل عند".split()
@@ -35,6 +49,13 @@ _DEV_CUE = (
 _DEV_STOP = frozenset(
     "है हैं हूँ हूं था थी थे जी से को का की के ने और में पर भी तो यह वह आप हम मैं मेरा मेरी "
     "नाम फ़ोन फोन नंबर मोबाइल पता ईमेल कृपया धन्यवाद साथ लिए".split()
+)
+# Common Indian surnames in Devanagari: a word before one is a given name ("प्रिया शर्मा").
+_DEV_SURNAMES = frozenset(
+    "शर्मा वर्मा गुप्ता सिंह कुमार कुमारी पटेल यादव जैन अग्रवाल मिश्रा मिश्र तिवारी पांडे पाण्डेय पांडेय "
+    "चौहान राठौर मेहता शाह जोशी रेड्डी नायर मेनन अय्यर राव खान चौधरी ठाकुर श्रीवास्तव सक्सेना भट्ट "
+    "देसाई कपूर मल्होत्रा खन्ना बंसल गोयल मित्तल सेठी दास बनर्जी मुखर्जी चटर्जी घोष बोस सेन दत्त "
+    "त्रिपाठी दुबे द्विवेदी चतुर्वेदी शुक्ला सिन्हा प्रसाद नारायण पाठक गिल सेठ बत्रा अरोड़ा अहमद".split()
 )
 _DEV_NAME = re.compile(
     rf"(?<![\u0900-\u097f]){_DEV_CUE}(?![\u0900-\u097f])[ \t]*[:：]?[ \t]*"
@@ -57,16 +78,50 @@ def _first_words(start: int, span: str, stop: frozenset[str], most: int):
 
 
 def script_names(text: str) -> list[tuple[int, int]]:
-    """Arabic- and Devanagari-script names after a cue, as (start, end) offsets."""
+    """Arabic- and Devanagari-script names after a cue or by lexicon, as (start, end)."""
     out = []
     if re.search(r"[\u0621-\u064a]", text):
         for m in _AR_NAME.finditer(text):
             hit = _first_words(m.start("name"), m.group("name"), _AR_STOP, 3)
             out += [hit] if hit else []
+        out += _lexicon_names(text, _AR_WORD, _AR_STOP, _arabic_pair)
     if re.search(r"[\u0900-\u097f]", text):
         for m in _DEV_NAME.finditer(text):
             hit = _first_words(m.start("name"), m.group("name"), _DEV_STOP, 3)
             out += [hit] if hit else []
+        out += _lexicon_names(text, _DEV_WORD, _DEV_STOP, _devanagari_pair)
+    return out
+
+
+_AR_CONNECT = frozenset("بن بنت ابن أبو ابو".split())  # "son of", "father of": a word follows
+
+
+def _arabic_pair(first: str, second: str) -> bool:
+    known = first in _AR_GIVEN or first in _AR_CONNECT
+    return known and bool(
+        _AR_FAMILY.fullmatch(second) or second in _AR_GIVEN or second in _AR_CONNECT
+    )
+
+
+def _devanagari_pair(first: str, second: str) -> bool:
+    return second in _DEV_SURNAMES and first not in _DEV_SURNAMES
+
+
+def _lexicon_names(text: str, word: str, stop: frozenset[str], pair) -> list[tuple[int, int]]:
+    """Two or three words of a script where the first two make a name by `pair` (a known
+    given name and a family name); a third word joins when it is a family name too."""
+    words = [m for m in re.finditer(word, text) if m.group() not in stop]
+    out, i = [], 0
+    while i + 1 < len(words):
+        a, b = words[i], words[i + 1]
+        if text[a.end() : b.start()] in (" ", "\u00a0") and pair(a.group(), b.group()):
+            end, i = b.end(), i + 2
+            if i < len(words) and text[end : words[i].start()] == " ":
+                if pair(a.group(), words[i].group()) or b.group() in _AR_CONNECT:
+                    end, i = words[i].end(), i + 1
+            out.append((a.start(), end))
+        else:
+            i += 1
     return out
 
 

@@ -73,6 +73,14 @@ _PASSWORD = re.compile(
     r"(?:[_-]?\w{0,12})?['\"]?"
     r"[ \t]*(?:=|:|=>|:=)[ \t]*[rbu]?['\"]?(?P<value>[^\s\"'`,;<>]{8,128})"
 )
+# Passwords given on a command line or in a password file: `curl -u ops:PASS`, `mysql -pPASS`,
+# `--password=PASS`, and `~/.pgpass` lines (`host:port:database:user:password`).
+_COMMAND_LINE = re.compile(
+    r"(?:\s(?:-u|--user)[ =]['\"]?[^\s:'\"]+:(?P<userpass>[^\s'\"]{6,128})"
+    r"|\s--password[ =]['\"]?(?P<flag>[^\s'\"]{6,128})"
+    r"|\bmysql(?:dump)?\b[^\n]*?\s-p(?P<mysql>[^\s'\"-][^\s'\"]{5,127}))"
+)
+_PGPASS = re.compile(r"(?m)^[^\s:#]+:(?:\d{2,5}|\*):[^\s:]+:[^\s:]+:(?P<value>[^\s]{6,128})$")
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Z_][A-Z0-9_]*|[a-z]+(?:[A-Z][a-z]+)+")
 
 
@@ -184,6 +192,12 @@ class ApiKeyDetector(RuleDetector):
                 out.append(
                     self._hit(m.start("value"), m.start("value") + len(value), 0.55, "SECRET")
                 )
+        for pattern in (_COMMAND_LINE, _PGPASS) if ":" in text or "-" in text else ():
+            for m in pattern.finditer(text):
+                group = m.lastgroup or "value"
+                value = m.group(group)
+                if looks_like_password(value):
+                    out.append(self._hit(m.start(group), m.end(group), 0.55, "SECRET"))
         leaf = field.rsplit(".", 1)[-1]
         value = text.strip()
         if _KEY_FIELD.search(leaf) and looks_random(value) and " " not in value:
