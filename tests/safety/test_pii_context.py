@@ -181,3 +181,46 @@ def test_real_looking_values_beside_them_still_are(values):
     assert values(text, "EMAIL") == ["maria.lopez@mailbox.org"]
     assert values(text, "IP_ADDRESS") == ["81.145.203.9"]
     assert not is_specimen("IBAN", "GB95 LOYD 3096 2871 4522 09")
+
+
+# ---------------------------------------------------------- Cyrillic, Vietnamese, Indonesian
+
+
+@pytest.mark.parametrize(
+    "text, type_, found",
+    [
+        ("С уважением,\nКузнецов Андрей Петрович", "PERSON", ["Кузнецов Андрей Петрович"]),
+        ("Передайте Ольге Николаевне Смирновой", "PERSON", ["Ольге Николаевне Смирновой"]),
+        ("Подписал: Петров И. И.", "PERSON", ["Петров И. И."]),
+        (
+            "Адрес: 125009, г. Москва, ул. Тверская, д. 7, кв. 12.",
+            "STREET_ADDRESS",
+            ["125009, г. Москва, ул. Тверская, д. 7, кв. 12"],
+        ),
+        ("Дата рождения: 14.03.1986", "DATE_OF_BIRTH", ["14.03.1986"]),
+        ("Họ và tên: Trần Văn Hùng", "PERSON", ["Trần Văn Hùng"]),
+        ("Ngày sinh: ngày 5 tháng 9 năm 1991", "DATE_OF_BIRTH", ["ngày 5 tháng 9 năm 1991"]),
+        (
+            "Giao tới Số 45 phố Hàng Bài, Phường Hàng Bài, Quận Hoàn Kiếm, Hà Nội",
+            "STREET_ADDRESS",
+            ["Số 45 phố Hàng Bài, Phường Hàng Bài, Quận Hoàn Kiếm, Hà Nội"],
+        ),
+        (
+            "Kirim ke Jl. Gatot Subroto No. 12, RT 03/RW 05, Jakarta Selatan 12710",
+            "STREET_ADDRESS",
+            ["Jl. Gatot Subroto No. 12, RT 03/RW 05, Jakarta Selatan 12710"],
+        ),
+        ("Tanggal lahir: 17 Agustus 1985", "DATE_OF_BIRTH", ["17 Agustus 1985"]),
+        ("Datum narození: 12. března 1979", "DATE_OF_BIRTH", ["12. března 1979"]),
+        ("Fødselsdato: 3. marts 1984", "DATE_OF_BIRTH", ["3. marts 1984"]),
+        ("Med venlig hilsen\nLars Kristensen", "PERSON", ["Lars Kristensen"]),
+    ],
+)
+def test_more_languages(values, text, type_, found):
+    assert values(text, type_) == found
+
+
+def test_a_street_named_after_a_person_is_not_a_person(values):
+    text = "Số 12 đường Nguyễn Trãi, Phường Bến Thành, Quận 1, TP. Hồ Chí Minh"
+    assert values(text, "PERSON") == []
+    assert values(text, "STREET_ADDRESS") == [text]

@@ -34,7 +34,7 @@ _CAP = rf"(?:[{UPPER}][\w'’.-]*|\d{{1,3}}(?:st|nd|rd|th))"
 _WORD = rf"[{UPPER}][\w'’.-]*"
 _PARTICLES = r"(?:am|an|der|den|de|del|la|le|les|sur|sous|di|do|da|das|dos|im|in|upon|on|en|aan)"
 # City words carry no full stop except in St. / Mt. (so "Torino. Il mio" ends at Torino).
-_CWORD = rf"(?:(?:St|Ste|Sta|Sto|Mt|Ft)\.|[{UPPER}][\w'’-]*)"
+_CWORD = rf"(?:(?:St|Ste|Sta|Sto|Mt|Ft|Kel|Kec|Kab|Ds)\.|[{UPPER}][\w'’-]*)"
 _CITY = rf"{_CWORD}(?:[ \t]+(?:{_PARTICLES}[ \t]+){{0,2}}{_CWORD}){{0,3}}(?:[ \t]*/[ \t]*{_CWORD})?"
 _SEP = (
     r"(?:[ \t]*,[ \t]*(?:\n[ \t]*)?|[ \t]*\n[ \t]*|[ \t]+-[ \t]+|[ \t]+in[ \t]+(?=\d)"
@@ -42,7 +42,9 @@ _SEP = (
 )
 _UNIT = (
     r"(?i:apt\.?|apartment|apto\.?|suite|ste\.?|unit|flat|floor|fl\.?|room|rm\.?|piso|puerta"
-    r"|bus|scala|interno|andar|sala|bloco|esc\.?)[ \t]*[\w-]+|\d{1,2}\.?[º°ª][ \t]?(?:[A-Z]\b|"
+    r"|bus|scala|interno|andar|sala|bloco|esc\.?)[ \t]*[\w-]+"
+    r"|RT\.?[ \t]?\d{1,3}[ \t]?/[ \t]?RW\.?[ \t]?\d{1,3}"  # RT 03/RW 05 (ID)
+    r"|\d{1,2}\.[ \t]?(?:th|tv|mf|sal)\.?|\d{1,2}\.?[º°ª][ \t]?(?:[A-Z]\b|"
     r"(?i:izq|izda|dcha|der|dto|esq|frente|fte)\.?)?|\#[ \t]?\d+"
 )
 # Postcodes by the form they are written in, checked by `postcode_ok`.
@@ -78,6 +80,9 @@ _STREETS = (
     r"|baan|hof|dijk|markt|steeg|boulevard|park|gatan|vägen|gränd|torget|stigen|backen|allén"
     r"|leden|gata|gate|gaten|gade|vej|veien|vegen|torv)[ \t]+\d{1,5}[a-zA-Z]?"
     r"(?:[-/](?:\d{1,4}[a-z]?|I{1,3}V?|hs|[A-Za-z]))?\b",  # Kerkstraat 12-II
+    # Jl. Gatot Subroto No. 12 / Jalan Sudirman Kav. 52-53 (ID)
+    rf"\b(?:Jl\.|Jln\.|Jalan|Gg\.|Gang)[ \t]+(?:{_CAP}[ \t]+){{0,4}}?{_CAP}"
+    r"[ \t,]+(?:No\.?|Nomor|Kav\.?|Blok)[ \t]*[\dA-Z]{1,5}(?:[-/]\d{1,4})?",
     # ul. Marszałkowska 84/92 m. 15 (PL)
     rf"\b(?:ul\.|ulica|al\.|aleja|Aleje|pl\.|plac|os\.|osiedle)[ \t]+{_CAP}(?:[ \t]+{_CAP}){{0,3}}"
     r"[ \t]+\d{1,5}[a-zA-Z]?(?:/\d{1,4}[a-zA-Z]?)?(?:[ \t]+(?:m\.|lok\.)[ \t]*\d{1,4})?",

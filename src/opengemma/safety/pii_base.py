@@ -31,9 +31,13 @@ PRIORITY: dict[str, int] = {t: len(TYPES) - i for i, t in enumerate((
 
 
 # Letter classes for regular expressions over the Latin scripts (Latin-1 and Latin Extended-A:
-# Polish Ł/ś, Turkish Ş/İ/ı, Czech Č, Romanian Ţ...): upper-case letters, and letters of any case.
-UPPER = "A-ZÀ-ÖØ-Þ" + "".join(c for c in map(chr, range(0x100, 0x180)) if c.isupper())
-LOWER = "a-zß-öø-ÿ\u0100-\u017f"
+# Polish Ł/ś, Turkish Ş/İ/ı, Czech Č, Romanian Ţ...; Vietnamese Ơ/Ư and the tone-marked letters
+# of Latin Extended Additional: ễ, ị, ạ): upper-case letters, and letters of any case.
+_VIETNAMESE = [0x1A0, 0x1A1, 0x1AF, 0x1B0, *range(0x1EA0, 0x1EFA)]
+UPPER = "A-ZÀ-ÖØ-Þ" + "".join(
+    c for c in map(chr, [*range(0x100, 0x180), *_VIETNAMESE]) if c.isupper()
+)
+LOWER = "a-zß-öø-ÿ\u0100-\u017f\u01a0\u01a1\u01af\u01b0\u1ea0-\u1ef9"
 
 
 class PIIError(OpenGemmaError, ValueError):

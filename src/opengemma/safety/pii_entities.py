@@ -181,7 +181,8 @@ _EN = frozenset("the and to of you your is are for with please we our at on will
 _OTHER = frozenset(
     "der die das und ist nicht sie mit ich für le la les et est vous pour des une el los las "
     "y es para por que il di che per non una sono o os da do não com uma het een en van je niet "
-    "ik op".split()
+    "ik op og er det til af på med din jeg vi ikke har hvis dan yang di ke dari untuk dengan ini "
+    "itu anda kami akan atas na se že pro je jsme vám và là của có cho em anh chị nhé".split()
 )
 
 

@@ -41,7 +41,9 @@ _GREETING = (
     r"|Danke|Grazie|Obrigad[oa]|Bedankt|Goedemorgen|Guten Morgen|Guten Tag|Moin|Servus|Buenos días"
     r"|Buenas tardes|Bom dia|Boa tarde|Salve|Egregi[oa]|Spettabile|Cher|Chère|Hoi"
     r"|Szanown[ya]|Szanowni|Drog[ia]|Dzień dobry|Witam|Cześć|Hej|Hejsan|Kära|Bästa|Sayın"
-    r"|Merhaba|Sevgili|Değerli|Namaste|Namaskar"
+    r"|Merhaba|Sevgili|Değerli|Namaste|Namaskar|Kære|Goddag|Vážený|Vážená|Vážení|Milý|Milá"
+    r"|Dobrý den|Ahoj|Yth\.?|Yang terhormat|Halo|Selamat pagi|Selamat siang|Kính gửi|Chào"
+    r"|Thân gửi|Xin chào"
 )
 _TITLE = (
     r"Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Herr|Herrn|Frau|Mme|Mlle|M\.|Madame|Monsieur|Mademoiselle"
@@ -49,7 +51,8 @@ _TITLE = (
     r"|Avv|Dhr|Mevr|Mw|[Mm]evrouw|[Mm]eneer|de heer|Don|Doña|Dona|SGT|Sgt|PFC|Cpl|Capt|Lt|Col|Maj"
     r"|Familie|Fam|Dipl\.-Ing|Maître|Pan|Pani|Panie|Panu|Pana|Shri|Shrimati|Smt|Sri|Kumari"
     r"|dr|drs|ir|mr|ing|prof|heer|mevr|dhr|pan|pani|panią|panem|panu|pana|pana|Panią|Panem"
-    r"|Kollege|Kollegin|Sayın"
+    r"|Kollege|Kollegin|Sayın|Hr|Fru|Frk|pane|paní|pan|slečno|slečna|Ing|Mgr|MUDr|JUDr|PhDr|Bc"
+    r"|Bapak|Bpk|Ibu|Bu|Pak|Sdr|Sdri|Saudara|Saudari|ông|bà|anh|chị|cô|chú|Ông|Bà|Anh|Chị"
 )
 _INTRO = (
     r"[Mm]y name is|[Nn]ame is|I'm|I am|i'm|[Tt]his is|[Jj]e suis|[Jj]e m'appelle|c'est"
@@ -73,6 +76,9 @@ _FIELD = (
     r"|Asesora?|Agente|Operatore|Consulente|Handläggare|Consultor[a]?|Vendedor[a]?"
     r"|Imię(?: i nazwisko)?|Nazwisko|Odbiorca|Nadawca|Klient|Namn|Förnamn|Efternamn|Mottagare"
     r"|Avsändare|Kund|Ad|Soyad|Ad[ıi]? Soyad[ıi]?|İsim|Alıcı|Gönderen|Müşteri|Yetkili"
+    r"|Navn|Fornavn|Efternavn|Modtager|Afsender|Kontaktperson|Jméno(?: a příjmení)?|Příjmení"
+    r"|Příjemce|Odesílatel|Zákazník|Nama(?: lengkap)?|Penerima|Pengirim|Pelanggan|Pemegang polis"
+    r"|Họ và tên|Họ tên|Tên|Người nhận|Người gửi|Khách hàng|Người liên hệ"
 )
 _CLOSING = (
     r"Regards|Kind regards|Best regards|Warm regards|Best wishes|Best|Sincerely|Yours sincerely"
@@ -90,6 +96,9 @@ _CLOSING = (
     r"|Hasta luego|Hasta pronto|Mit besten Grüßen|Schöne Grüße|Herzlichst|Alles Gute|Bis bald"
     r"|Bis dann|LG|VG|MfG|À bientôt|A bientôt|Bonne journée|Bien amicalement|Bises|A presto"
     r"|A dopo|Un abbraccio|Baci|Tot ziens|Tot snel|Liefs|Até logo|Até breve|Beijos|Bjs"
+    r"|Med venlig hilsen|Venlig hilsen|Kærlig hilsen|Hilsen|Mange hilsner|S pozdravem"
+    r"|S přátelským pozdravem|Děkuji|Hormat kami|Hormat saya|Salam|Terima kasih|Trân trọng"
+    r"|Thân ái|Chúc sức khỏe"
 )
 # Greetings as chats write them, in lower case ("oi Thiago!!", "hey Kayla").
 _LOWER_GREETING = r"hi|hey|hello|dear|oi|ol[áa]|hola|ciao|salut|coucou|hallo|hej|hoi|merhaba|moin"
@@ -117,6 +126,13 @@ _ROLE_SPEAKER = re.compile(rf"(?m)^[ \t]*[{UPPER}][{LOWER}]+[ \t]*\((?P<name>{_N
 _CHAT_SPEAKER = re.compile(
     rf"(?m)^[ \t]*(?:\[[^\]\n]{{3,25}}\]|\d{{1,2}}:\d{{2}}(?::\d{{2}})?)[ \t]*-?[ \t]*"
     rf"(?P<name>{_NAME_TOKEN}(?:[ ]{_NAME_TOKEN})?):"
+)
+# Vietnamese: a family name of the common set, then one to three capitalised syllables
+# ("Nguyễn Thị Minh Anh", "Trần Văn Hùng").
+_VI_NAME = re.compile(
+    r"(?<![\w])(?P<name>(?:Nguyễn|Trần|Lê|Phạm|Hoàng|Huỳnh|Phan|Vũ|Võ|Đặng|Bùi|Đỗ|Hồ|Ngô|Dương"
+    r"|Lý|Đào|Đinh|Trịnh|Lâm|Cao|Tạ|Lương|Vương|Triệu|Tô|Kiều|Quách|Đoàn|Tăng|Lưu|Phùng"
+    rf"|Trương|Châu|Mạc|Hứa)(?:[ ][{UPPER}][{LOWER}]*){{1,3}})(?![\w])"
 )
 # "la sœur d'Inès", "l'Anna": a known first name after an elided article (lexicon checked).
 _ELIDED = re.compile(rf"\b[dDlL]['’](?P<name>{_NAME_TOKEN})\b")
@@ -159,7 +175,8 @@ _PLACE_WORDS = frozenset(
     "école lycée collège université institut hôpital stade gare aéroport centre fondation "
     "musée théâtre pont parc port station aeroporto stazione ospedale scuola teatro museo "
     "hospital colegio escuela universidad estadio instituto universidade aeropuerto "
-    "mount mt lake fort cape bulvarı bulvar caddesi cad sokak sok mahallesi mah".split()
+    "mount mt lake fort cape bulvarı bulvar caddesi cad sokak sok mahallesi mah đường phố "
+    "ngõ hẻm phường quận huyện tp jl jalan gang gg ulice náměstí nám vej gade".split()
 )
 
 
@@ -283,7 +300,7 @@ COMMON_WORDS = frozenset(
     "Operator Moderator System Bot Assistant Courier Ship Lieu Vid Bel Kollege "
     "Kollegin Colleague Atendente Dott Senhor Senhora Sig Sra Sr Srta Signora Signor Doña "
     "Herrn Mevrouw Meneer Heer Pani Pan Panie Bey Hanım Shri Smt Reg VAT GSM Tel Fax Blv "
-    "Bulvarı".split()
+    "Bulvarı Anda Kami Terima Kasih Tak Hej Kære Vážený Vážená Dobrý Chào Kính".split()
 )
 # Common given names of Brazil, India, West and Southern Africa, Indonesia and Ireland that
 # the gender-guesser dictionary lacks (frequency class 6 given to each).
@@ -395,7 +412,14 @@ class NameRuleDetector(RuleDetector):
     def find(self, text: str, field: str) -> list[Finding]:
         out = [
             self._hit(m.start("name"), m.end("name"), 0.75)
-            for pattern in (_CUE, _SIGNATURE, _INLINE_SIGNATURE, _HONORIFIC_AFTER, _ROLE_SPEAKER)
+            for pattern in (
+                _CUE,
+                _SIGNATURE,
+                _INLINE_SIGNATURE,
+                _HONORIFIC_AFTER,
+                _ROLE_SPEAKER,
+                _VI_NAME,
+            )
             for m in pattern.finditer(text)
             if not has_common_word(m.group("name")) and not after_place_word(text, m.start("name"))
         ]

@@ -216,24 +216,30 @@ _MONTHS_EU = (
     r"|listopada|grudnia|mars|maj|augusti|ocak|şubat|mart|nisan|mayıs|haziran|temmuz|ağustos"
     r"|eylül|ekim|kasım|aralık|जनवरी|फ़रवरी|फरवरी|मार्च|अप्रैल|मई|जून|जुलाई|अगस्त|सितंबर|सितम्बर"
     r"|अक्टूबर|नवंबर|नवम्बर|दिसंबर|दिसम्बर|يناير|فبراير|مارس|أبريل|إبريل|مايو|يونيو|يوليو|أغسطس"
-    r"|سبتمبر|أكتوبر|نوفمبر|ديسمبر"
+    r"|سبتمبر|أكتوبر|نوفمبر|ديسمبر|января|февраля|марта|апреля|мая|июня|июля|августа|сентября"
+    r"|октября|ноября|декабря|січня|лютого|березня|квітня|травня|червня|липня|серпня|вересня"
+    r"|жовтня|листопада|грудня|januari|februari|maret|mei|agustus|desember|ledna|února|března"
+    r"|dubna|května|června|července|srpna|září|října|listopadu|prosince|marts"
 )
 _DATE = re.compile(
     rf"(?i)(?<![\w/.:-])(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}|\d{{1,2}}[-/.]\d{{1,2}}[-/.]\d{{2,4}}"
     rf"|\d{{1,2}}(?:st|nd|rd|th|\.)?\s+(?:of\s+)?(?:{_MONTHS})\.?,?\s+\d{{4}}"
     rf"|(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
     r"|\d{4}\s?年\s?\d{1,2}\s?月\s?\d{1,2}\s?日|\d{4}년\s?\d{1,2}월\s?\d{1,2}일"
+    r"|ngày\s\d{1,2}\stháng\s\d{1,2}\snăm\s\d{4}"  # Vietnamese: ngày 5 tháng 9 năm 1991
     r"|(?:明治|大正|昭和|平成|令和)\s?(?:\d{1,2}|元)\s?年\s?\d{1,2}\s?月\s?\d{1,2}\s?日"  # 昭和33年
     rf"|\d{{1,2}}\.?\s+(?:de\s+)?(?:{_MONTHS_EU})\.?\s+(?:de\s+)?\d{{4}})(?![\w/:-]|\.\d)"
 )
 # Birth context words: those that must begin a word (`\b` before each), and the others.
 _BIRTH_WORD_STARTS = (
     r"born\b", r"d\.?o\.?b\b", r"b-?day\b", r"geb\.", r"n[ée]e?\b", r"nat[oa]\b", r"f\. ?nac",
-    r"d\.? ?n\.", r"ur\.", r"född", r"d\. ?t\.",
+    r"d\.? ?n\.", r"ur\.", r"född", r"d\. ?t\.", r"nar\.", r"narozen", r"lahir\b",
+    r"tgl\.? lahir", r"født", r"f\. ?d\.",
 )  # fmt: skip
 _BIRTH_INSIDE = (
     r"birth|geboren|geburt|naissance|nacimiento|nacid[oa]|nascita|nascimento|geboorte|生年月日"
     r"|出生|生日|생년월일|생일|urodzeni|urodzon|födelse|doğum|जन्म|الميلاد|مواليد|الولادة|ولد|ولدت"
+    r"|рождени|родил|народжен|народив|fødsel|ngày sinh|sinh ngày|năm sinh|kelahiran"
 )
 _BIRTH = re.compile(rf"(?i)\b(?:{'|'.join(_BIRTH_WORD_STARTS)})|{_BIRTH_INSIDE}")
 # For lower-cased ASCII text: the same words case-sensitively, each beginning with its first

@@ -90,10 +90,69 @@ def script_names(text: str) -> list[tuple[int, int]]:
             hit = _first_words(m.start("name"), m.group("name"), _DEV_STOP, 3)
             out += [hit] if hit else []
         out += _lexicon_names(text, _DEV_WORD, _DEV_STOP, _devanagari_pair)
+    if re.search(r"[\u0400-\u04ff]", text):
+        out += cyrillic_names(text)
     return out
 
 
 _AR_CONNECT = frozenset("بن بنت ابن أبو ابو".split())  # "son of", "father of": a word follows
+
+
+# Cyrillic (Russian, Ukrainian): a patronymic (-ович, -евна, -ична... in any case ending) with
+# the given name before it and the surname before or after; initials with a surname; or a
+# name after a title, a form field or a closing.
+_CY = r"[А-ЯЁІЇЄҐ][а-яёіїєґ'’-]+"
+_CY_PATRONYMIC = (
+    r"[А-ЯЁІЇЄҐ][а-яёіїєґ]+(?:ович|евич|йович|ьич|овн|евн|ічн|ичн|інічн|иничн)[а-яёіїєґ]{0,3}"
+)
+_CY_SURNAME = (  # surname endings (-ов, -ин, -ский, -енко, -ук...) with any case ending
+    r"[А-ЯЁІЇЄҐ][а-яёіїєґ'’-]*(?:ов|ев|ёв|ин|ын|ск|цк|ко|ук|юк|ич|ян|дзе|швили|ых|их)[а-яёіїєґ]{0,3}"
+)
+_S, _I = r"[ \u00a0]", r"[А-ЯЁІЇЄҐ]\."
+# In order of preference: given + patronymic + surname, surname + given + patronymic, given +
+# patronymic, surname + initials, initials + surname.
+_CY_FORMS = tuple(
+    re.compile(rf"(?<![\w]){form}(?![\w])")
+    for form in (
+        rf"{_CY}{_S}{_CY_PATRONYMIC}{_S}{_CY}",
+        rf"{_CY_SURNAME}{_S}{_CY}{_S}{_CY_PATRONYMIC}",
+        rf"{_CY}{_S}{_CY_PATRONYMIC}",
+        rf"{_CY}{_S}{_I}[ \u00a0]?{_I}",
+        rf"{_I}[ \u00a0]?{_I}[ \u00a0]?{_CY}",
+    )
+)
+_CY_CUE = re.compile(
+    r"(?:(?<![\w])(?:г-н|г-жа|[Гг]осподин|[Гг]оспожа|[Уу]важаем(?:ый|ая|ые)|[Шш]ановн(?:ий|а)"
+    r"|[Пп]ан|[Пп]ані|ФИО|Ф\.И\.О\.|ПІБ|Имя|Фамилия|Ім'я|Прізвище|Получатель|Отправитель|Клиент"
+    r"|Отримувач|Контактное лицо|Менеджер|Пациент|Директор|С уважением|З повагою"
+    r"|Здравствуйте|Добрый день|Привет|Вітаю|Добрий день),?[ \t]*[:：]?[ \t]*(?:\n[ \t]*)?)"
+    rf"(?P<name>{_CY}(?:[ \u00a0]{_CY}){{0,2}})"
+)
+_CY_STOP = frozenset(
+    "По Для Это Мы Вы Они Заказ Договор Адрес Телефон Дата Москва Спасибо Компания Отдел".split()
+)
+
+
+def cyrillic_names(text: str) -> list[tuple[int, int]]:
+    """Russian and Ukrainian names: patronymic forms, initials, or after a cue."""
+    out: list[tuple[int, int]] = []
+    for form in _CY_FORMS:
+        out += [
+            (m.start(), m.end())
+            for m in form.finditer(text)
+            if all(m.end() <= s or m.start() >= e for s, e in out)
+        ]
+    for m in _CY_CUE.finditer(text):
+        words = m.group("name").split()
+        keep = []
+        for w in words:
+            if w in _CY_STOP:
+                break
+            keep.append(w)
+        if keep:
+            start = m.start("name")
+            out.append((start, start + len(" ".join(keep))))
+    return out
 
 
 def _arabic_pair(first: str, second: str) -> bool:
@@ -135,6 +194,34 @@ _DEV_ADDRESS = re.compile(
 )
 
 
+# Russian / Ukrainian: an optional index and city, a street word and name, then the house
+# (д./буд.) with building, flat or office parts, and an optional city and 6-digit index after.
+_CY_CITY = (
+    r"(?:г\.|город|м\.|пос\.|с\.|пгт)[ \t]?[А-ЯЁІЇЄҐ][а-яёіїєґ-]+(?:[ \t-][А-ЯЁІЇЄҐ][а-яёіїєґ-]+)?"
+)
+_CY_STREET_WORD = (
+    r"(?:ул\.|улица|вул\.|вулиця|пр-т|пр\.|просп\.|проспект|пер\.|переулок|провулок|наб\."
+    r"|набережная|ш\.|шоссе|б-р|бульвар|пл\.|площадь|площа|проезд|мкр\.?|микрорайон)"
+)
+_CY_STREET_WORDS = r"[А-ЯЁІЇЄҐ0-9][а-яёіїєґА-ЯЁІЇЄҐ0-9-]*\.?"
+_CY_STREET_NAME = rf"{_CY_STREET_WORDS}(?:[ \t]{_CY_STREET_WORDS}){{0,3}}"
+_CY_ADDRESS = re.compile(
+    rf"(?:\d{{6}},[ \t]*)?(?:{_CY_CITY},[ \t]*)?"
+    rf"(?:{_CY_STREET_WORD}[ \t]?{_CY_STREET_NAME}|{_CY_STREET_NAME}[ \t]{_CY_STREET_WORD})"
+    r",?[ \t]*(?:д\.|дом|буд\.|будинок)[ \t]?\d{1,5}[а-яА-Я]?(?:/\d{1,4})?"
+    r"(?:,?[ \t]*(?:корп\.|к\.|стр\.|строение|кв\.|квартира|оф\.|офис|пом\.)[ \t]?\d{1,5}[а-я]?)*"
+    rf"(?:,[ \t]*{_CY_CITY})?(?:,[ \t]*\d{{6}})?"
+)
+# Vietnamese: a house number and street, then ward, district and city parts (no postcode).
+_VI_PART = r"[^\W\d_][^\W_]*(?:[ \t][^\W_]+){0,4}"
+_VI_ADDRESS = re.compile(
+    r"(?:(?:Số|số)[ \t])?\d{1,4}[A-Za-z]?(?:/\d{1,4})*[ \t]+"
+    r"(?:(?:đường|phố|Đường|Phố|ngõ|hẻm)[ \t]+)?"
+    rf"{_VI_PART}(?:,[ \t]*(?:Phường|P\.|Quận|Q\.|Huyện|Xã|Thị trấn|Thị xã|Tỉnh|TP\.?|Thành phố)"
+    rf"[ \t]*(?:\d{{1,2}}\b|{_VI_PART}))+(?:,[ \t]*(?:Hà Nội|Đà Nẵng|Hải Phòng|Cần Thơ|Huế))?"
+)
+
+
 def script_addresses(text: str) -> list[tuple[int, int]]:
     """Arabic- and Devanagari-script addresses: from a street/house word to the last number."""
     out = []
@@ -145,4 +232,8 @@ def script_addresses(text: str) -> list[tuple[int, int]]:
             digits = list(re.finditer(r"\d+", m.group()))
             if digits:
                 out.append((m.start(), m.start() + digits[-1].end()))
+    if re.search(r"[\u0400-\u04ff]", text):
+        out += [(m.start(), m.end()) for m in _CY_ADDRESS.finditer(text)]
+    if re.search(r"(?:Phường|Quận|Huyện|Xã|Tỉnh|TP\.|Thành phố)", text):
+        out += [(m.start(), m.end()) for m in _VI_ADDRESS.finditer(text)]
     return out
