@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from opengemma.safety.pii_base import UPPER, Finding, RuleDetector
+from opengemma.safety.pii_base import HAS_DIGIT, UPPER, Finding, RuleDetector
 from opengemma.safety.pii_scripts import script_addresses
 
 # Street types: USPS Publication 28 suffixes (abridged) and common British street words.
@@ -196,7 +196,7 @@ class StreetAddressDetector(RuleDetector):
     name, types = "street-grammar", frozenset({"STREET_ADDRESS"})
 
     def find(self, text: str, field: str) -> list[Finding]:
-        if not any(c.isdigit() for c in text):
+        if not HAS_DIGIT.search(text):
             return []
         out = []
         for pattern, needs_tail in ((_STREET, False), (_BARE, True)):

@@ -9,6 +9,7 @@ Import order, foundations first, no cycles: `pii_base` <- the detector modules (
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ UPPER = "A-ZÀ-ÖØ-Þ" + "".join(
     c for c in map(chr, [*range(0x100, 0x180), *_VIETNAMESE]) if c.isupper()
 )
 LOWER = "a-zß-öø-ÿ\u0100-\u017f\u01a0\u01a1\u01af\u01b0\u1ea0-\u1ef9"
+
+
+HAS_DIGIT = re.compile(r"\d")  # `HAS_DIGIT.search(text)`: much faster than a loop over chars
 
 
 class PIIError(OpenGemmaError, ValueError):

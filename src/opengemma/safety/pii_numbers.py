@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from opengemma.safety.pii_base import Finding, RuleDetector, before, finditer_at
+from opengemma.safety.pii_base import HAS_DIGIT, Finding, RuleDetector, before, finditer_at
 
 # Expressions that would start with a look-behind start with their first character instead and
 # look behind it (`\d(?<![\w-]\d)` for `(?<![\w-])\d`): the same matches, and Python's `re`
@@ -245,8 +245,12 @@ _BIRTH = re.compile(rf"(?i)\b(?:{'|'.join(_BIRTH_WORD_STARTS)})|{_BIRTH_INSIDE}"
 # For lower-cased ASCII text: the same words case-sensitively, each beginning with its first
 # letter and looking behind it for the word start (`b(?<!\wb)orn` for `\bborn`), so that `re`
 # skips to those letters instead of trying every position.
+# It only reads ASCII text, so the words in other scripts are left out of it.
 _BIRTH_LOWER = re.compile(
-    "|".join(f"{w[0]}(?<!\\w{w[0]}){w[1:]}" for w in _BIRTH_WORD_STARTS) + "|" + _BIRTH_INSIDE
+    "|".join(
+        [f"{w[0]}(?<!\\w{w[0]}){w[1:]}" for w in _BIRTH_WORD_STARTS if w[0].isascii()]
+        + [w for w in _BIRTH_INSIDE.split("|") if w[0].isascii()]
+    )
 )
 
 
@@ -259,7 +263,7 @@ class DateOfBirthDetector(RuleDetector):
     name, types = "date-of-birth", frozenset({"DATE_OF_BIRTH"})
 
     def find(self, text: str, field: str) -> list[Finding]:
-        if not any(c.isdigit() for c in text):
+        if not HAS_DIGIT.search(text):
             return []
         out, prev_end = [], 0
         field_says = bool(_BIRTH.search(field.rsplit(".", 1)[-1]))

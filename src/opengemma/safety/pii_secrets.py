@@ -81,6 +81,15 @@ _COMMAND_LINE = re.compile(
     r"|\bmysql(?:dump)?\b[^\n]*?\s-p(?P<mysql>[^\s'\"-][^\s'\"]{5,127}))"
 )
 _PGPASS = re.compile(r"(?m)^[^\s:#]+:(?:\d{2,5}|\*):[^\s:]+:[^\s:]+:(?P<value>[^\s]{6,128})$")
+_PGPASS_GATE = re.compile(r":(?:\d{2,5}|\*):[^\s:]+:[^\s:]+:")
+
+
+def _command_line_patterns(text: str) -> tuple[re.Pattern[str], ...]:
+    """The password-on-a-command-line expressions worth running on `text` (cheap gates)."""
+    flags = "-u" in text or "--user" in text or "--password" in text or "mysql" in text
+    return (_COMMAND_LINE,) * flags + (_PGPASS,) * bool(_PGPASS_GATE.search(text))
+
+
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Z_][A-Z0-9_]*|[a-z]+(?:[A-Z][a-z]+)+")
 
 
@@ -192,7 +201,7 @@ class ApiKeyDetector(RuleDetector):
                 out.append(
                     self._hit(m.start("value"), m.start("value") + len(value), 0.55, "SECRET")
                 )
-        for pattern in (_COMMAND_LINE, _PGPASS) if ":" in text or "-" in text else ():
+        for pattern in _command_line_patterns(text):
             for m in pattern.finditer(text):
                 group = m.lastgroup or "value"
                 value = m.group(group)
